@@ -1,0 +1,163 @@
+//! The signed-in Matrix account: where its local store lives, password
+//! sign-in (homeserver URL or server name resolved through .well-known), and
+//! reuse of this installation's device id so its encryption keys carry over.
+
+use std::path::{Path, PathBuf};
+
+use matrix_sdk::{ruma::api::client::error::ErrorKind, Client, ClientBuildError, HttpError};
+use thiserror::Error;
+
+/// What can go wrong while opening or signing in an account.
+#[derive(Debug, Error)]
+pub enum AccountError {
+    #[error("homeserver {server} is unreachable or is not a Matrix homeserver: {source}")]
+    Unreachable {
+        server: String,
+        #[source]
+        source: ClientBuildError,
+    },
+    #[error("wrong user name or password for {user}")]
+    WrongPassword { user: String },
+    #[error("the homeserver refused the sign-in for {user}: {message}")]
+    Refused { user: String, message: String },
+    #[error("cannot reach the homeserver: {0}")]
+    Http(#[source] Box<HttpError>),
+    #[error("local account data in {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Matrix(#[from] Box<matrix_sdk::Error>),
+}
+
+/// Everything needed to sign in with a password.
+#[derive(Debug, Clone)]
+pub struct SignInRequest {
+    /// A homeserver URL (`http://127.0.0.1:8008`) or a server name
+    /// (`example.org`) that is resolved through `.well-known`.
+    pub server: String,
+    /// Localpart (`alice`) or full user id (`@alice:example.org`).
+    pub user: String,
+    pub password: String,
+    /// Shown to other users' clients as this device's name.
+    pub device_display_name: String,
+}
+
+/// A signed-in account with its own on-disk store directory.
+#[derive(Debug, Clone)]
+pub struct Account {
+    client: Client,
+    data_dir: PathBuf,
+}
+
+const DEVICE_ID_FILE: &str = "device_id";
+const STORE_DIR: &str = "matrix-store";
+
+impl Account {
+    /// Signs in with a password. `data_dir` holds this installation's
+    /// matrix-sdk SQLite store (crypto keys included) and the device id it
+    /// belongs to; signing in again with the same `data_dir` reuses that
+    /// device instead of creating a new one.
+    pub async fn sign_in(data_dir: &Path, req: &SignInRequest) -> Result<Self, AccountError> {
+        let io = |source| AccountError::Io { path: data_dir.to_owned(), source };
+        std::fs::create_dir_all(data_dir).map_err(io)?;
+        let client = Client::builder()
+            .server_name_or_homeserver_url(&req.server)
+            .sqlite_store(data_dir.join(STORE_DIR), None)
+            .build()
+            .await
+            .map_err(|source| AccountError::Unreachable { server: req.server.clone(), source })?;
+
+        let device_id_path = data_dir.join(DEVICE_ID_FILE);
+        let known_device = match std::fs::read_to_string(&device_id_path) {
+            Ok(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+            Ok(_) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(e)),
+        };
+
+        let mut login = client
+            .matrix_auth()
+            .login_username(&req.user, &req.password)
+            .initial_device_display_name(&req.device_display_name);
+        if let Some(device) = &known_device {
+            login = login.device_id(device);
+        }
+        let response = login.send().await.map_err(|e| login_error(&req.user, e))?;
+        if known_device.as_deref() != Some(response.device_id.as_str()) {
+            std::fs::write(&device_id_path, response.device_id.as_str()).map_err(io)?;
+        }
+        tracing::info!(
+            user = %response.user_id,
+            device = %response.device_id,
+            homeserver = %client.homeserver(),
+            "signed in"
+        );
+        Ok(Self { client, data_dir: data_dir.to_owned() })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The full user id, e.g. `@alice:example.org`.
+    pub fn user_id(&self) -> String {
+        self.client.user_id().map(|u| u.to_string()).unwrap_or_default()
+    }
+
+    pub fn device_id(&self) -> String {
+        self.client.device_id().map(|d| d.to_string()).unwrap_or_default()
+    }
+}
+
+fn login_error(user: &str, e: matrix_sdk::Error) -> AccountError {
+    match e.client_api_error_kind() {
+        Some(ErrorKind::Forbidden { .. }) => AccountError::WrongPassword { user: user.to_owned() },
+        Some(kind) => AccountError::Refused {
+            user: user.to_owned(),
+            message: match e.as_client_api_error() {
+                Some(api) => api.to_string(),
+                None => kind.to_string(),
+            },
+        },
+        None => match e {
+            matrix_sdk::Error::Http(http) if !matches!(*http, HttpError::Api(_)) => {
+                AccountError::Http(http)
+            }
+            other => AccountError::Matrix(Box::new(other)),
+        },
+    }
+}
+
+/// What a server name or URL resolves to.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServerInfo {
+    /// The client-server API base URL (after `.well-known` discovery).
+    pub homeserver: String,
+    /// Matrix spec versions the homeserver supports.
+    pub versions: Vec<String>,
+}
+
+/// Resolves `server` (URL or server name, through `.well-known`) and asks
+/// the homeserver which spec versions it supports.
+pub async fn discover(server: &str) -> Result<ServerInfo, AccountError> {
+    let client = Client::builder()
+        .server_name_or_homeserver_url(server)
+        .build()
+        .await
+        .map_err(|source| AccountError::Unreachable { server: server.to_owned(), source })?;
+    let versions = client
+        .server_versions()
+        .await
+        .map_err(|e| AccountError::Http(Box::new(e)))?
+        .into_iter()
+        .map(|v| v.to_string())
+        .collect();
+    Ok(ServerInfo { homeserver: client.homeserver().to_string(), versions })
+}

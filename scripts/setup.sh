@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Idempotent set-up for Walkie on Debian 12: system packages, the Rust
+# toolchain check, and the Synapse virtualenv used by the demo and the tests.
+# Sourced or run by scripts/run.sh and scripts/test.sh; quick when all is there.
+set -euo pipefail
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+WALKIE_CACHE="${WALKIE_CACHE:-$HOME/.cache/walkie}"
+SYNAPSE_VERSION="${SYNAPSE_VERSION:-1.163.2}"
+SYNAPSE_VENV="${SYNAPSE_VENV:-$WALKIE_CACHE/synapse-venv}"
+
+# Debian packages: build (tauri/webkit, cmake for libopus), the local
+# homeserver's Python, and the headless desktop used by the tests.
+APT_PACKAGES=(
+  build-essential pkg-config cmake curl ca-certificates
+  libssl-dev libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev
+  librsvg2-dev libxdo-dev libsoup-3.0-dev libjavascriptcoregtk-4.1-dev
+  python3 python3-venv
+  xvfb xauth dbus trayer xdotool x11-utils imagemagick iproute2
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  say "installing missing Debian packages: ${missing[*]}"
+  SUDO=""
+  [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! $SUDO apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
+    say "apt-get install failed; refreshing the package lists (apt-get update) and trying again"
+    $SUDO apt-get update >/dev/null 2>&1 || true
+    if ! $SUDO apt-get install -y --no-install-recommends "${missing[@]}"; then
+      still=()
+      for p in "${missing[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || still+=("$p")
+      done
+      die "could not install Debian package(s): ${still[*]} (tried: ${SUDO:+sudo }apt-get install -y ${still[*]}). Install them by hand and run again."
+    fi
+  fi
+else
+  say "Debian packages: all ${#APT_PACKAGES[@]} present"
+fi
+
+command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (rustup, Rust 1.95) and run again"
+
+# Synapse from PyPI into its own venv, pinned; reinstalled only on a version change.
+if [[ -x "$SYNAPSE_VENV/bin/python" ]] \
+  && "$SYNAPSE_VENV/bin/python" -c "import importlib.metadata as m,sys; sys.exit(m.version('matrix-synapse')!='$SYNAPSE_VERSION')" 2>/dev/null; then
+  say "Synapse $SYNAPSE_VERSION: present in $SYNAPSE_VENV"
+else
+  say "installing Synapse $SYNAPSE_VERSION into $SYNAPSE_VENV (pip, about a minute)"
+  mkdir -p "$WALKIE_CACHE"
+  PY=/usr/bin/python3
+  [[ -x $PY ]] || PY="$(command -v python3)"
+  "$PY" -m venv "$SYNAPSE_VENV" || die "python3 -m venv failed: is Debian package python3-venv installed?"
+  "$SYNAPSE_VENV/bin/pip" install --quiet --upgrade pip \
+    || die "pip could not upgrade itself in $SYNAPSE_VENV"
+  "$SYNAPSE_VENV/bin/pip" install --quiet "matrix-synapse==$SYNAPSE_VERSION" \
+    || die "pip install matrix-synapse==$SYNAPSE_VERSION failed (see above)"
+fi
+export WALKIE_SYNAPSE_PYTHON="$SYNAPSE_VENV/bin/python"

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The README's test command: set-up (idempotent), then format, lints, unit
+# tests, and the integration and end-to-end tests against real components
+# (a Synapse per test, Xvfb + D-Bus + the real app). Fails loudly on any
+# step; a component that cannot start fails its test, it is never skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n\033[1;34m==> %s\033[0m\n' "$*" >&2; }
+
+step "set-up"
+source scripts/setup.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/walkie/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-always}"
+export WALKIE_SCREENSHOT_DIR="${WALKIE_SCREENSHOT_DIR:-$CARGO_TARGET_DIR/screenshots}"
+started=$SECONDS
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build the app and the CLI the end-to-end tests run"
+cargo build --workspace --bins --locked
+
+step "cargo test (unit, integration against Synapse, end-to-end under Xvfb)"
+export WALKIE_APP_BIN="$CARGO_TARGET_DIR/debug/walkie-app"
+cargo test --workspace --locked -- --test-threads="${WALKIE_TEST_THREADS:-2}"
+
+step "all tests passed in $((SECONDS - started)) s (screenshots in $WALKIE_SCREENSHOT_DIR)"

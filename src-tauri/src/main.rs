@@ -1,0 +1,55 @@
+//! Walkie desktop app: a tray icon, the panel window, and the signed-in
+//! engine behind them. Thin shell: Matrix logic lives in walkie-core.
+#![recursion_limit = "256"]
+
+mod config;
+mod session;
+mod shutdown;
+mod status;
+mod tray;
+
+use tauri::{webview::PageLoadEvent, Manager, WindowEvent};
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,matrix_sdk=warn,matrix_sdk_crypto=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = config::AppConfig::from_env()?;
+    tracing::info!(data_dir = %config.data_dir.display(), "starting walkie-app");
+
+    tauri::Builder::default()
+        .manage(status::SharedStatus::default())
+        .invoke_handler(tauri::generate_handler![status::status])
+        .on_page_load(|webview, payload| {
+            if payload.event() == PageLoadEvent::Finished {
+                let shared = webview.state::<status::SharedStatus>();
+                shared.update(webview.app_handle(), |s| s.panel_loaded = true);
+            }
+        })
+        .on_window_event(|window, event| {
+            // Closing the panel hides it; the app lives on in the tray.
+            if let WindowEvent::CloseRequested { api, .. } = event {
+                api.prevent_close();
+                if let Err(e) = window.hide() {
+                    tracing::warn!(error = %e, "could not hide the panel");
+                }
+            }
+        })
+        .setup(move |app| {
+            tray::create(app.handle())?;
+            shutdown::exit_on_signals(app.handle().clone())?;
+            session::start(app.handle().clone(), config.clone());
+            Ok(())
+        })
+        .build(tauri::generate_context!())?
+        .run(|_app, event| {
+            if let tauri::RunEvent::Exit = event {
+                tracing::info!("walkie-app exiting");
+            }
+        });
+    Ok(())
+}
