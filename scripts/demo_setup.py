@@ -76,6 +76,14 @@ def main():
         with os.fdopen(fd, "w") as f:
             json.dump(state, f)
 
+    server = "localhost"
+    alias = f"#{ROOM_ALIAS_LOCALPART}:{server}"
+    if state.get("room_id"):
+        status, found = call(base, "GET", "/_matrix/client/v3/directory/room/" + urllib.parse.quote(alias))
+        if status == 200 and found.get("room_id") == state["room_id"]:
+            print(f"demo setup: users and {alias} already there", file=sys.stderr)
+            return
+
     tokens, ids = {}, {}
     for user in USERS:
         status, answer = login(base, user, state[user])
@@ -86,8 +94,6 @@ def main():
             sys.exit(f"demo setup: cannot sign in {user} ({status}): {answer}")
         tokens[user], ids[user] = answer["access_token"], answer["user_id"]
 
-    server = ids["alice"].split(":", 1)[1]
-    alias = f"#{ROOM_ALIAS_LOCALPART}:{server}"
     status, found = call(base, "GET", "/_matrix/client/v3/directory/room/" + urllib.parse.quote(alias),
                          token=tokens["alice"])
     if status == 200:
@@ -115,6 +121,9 @@ def main():
     # The setup devices are not kept: logging out deletes them.
     for user in USERS:
         call(base, "POST", "/_matrix/client/v3/logout", {}, token=tokens[user])
+    state["room_id"] = room_id
+    with open(args.state, "w") as f:
+        json.dump(state, f)
     print(f"demo setup: users {ids['alice']} and {ids['bob']} (passwords in {args.state}), "
           f"encrypted room {alias}", file=sys.stderr)
 

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use matrix_sdk::{ruma::api::client::error::ErrorKind, Client, ClientBuildError, HttpError};
+use matrix_sdk::{ruma::api::error::ErrorKind, Client, ClientBuildError, HttpError};
 use thiserror::Error;
 
 /// What can go wrong while opening or signing in an account.
@@ -118,12 +118,12 @@ impl Account {
 
 fn login_error(user: &str, e: matrix_sdk::Error) -> AccountError {
     match e.client_api_error_kind() {
-        Some(ErrorKind::Forbidden { .. }) => AccountError::WrongPassword { user: user.to_owned() },
+        Some(ErrorKind::Forbidden) => AccountError::WrongPassword { user: user.to_owned() },
         Some(kind) => AccountError::Refused {
             user: user.to_owned(),
             message: match e.as_client_api_error() {
                 Some(api) => api.to_string(),
-                None => kind.to_string(),
+                None => kind.errcode().to_string(),
             },
         },
         None => match e {
@@ -157,7 +157,7 @@ pub async fn discover(server: &str) -> Result<ServerInfo, AccountError> {
         .await
         .map_err(|e| AccountError::Http(Box::new(e)))?
         .into_iter()
-        .map(|v| v.to_string())
+        .filter_map(|v| v.as_str().map(str::to_owned))
         .collect();
     Ok(ServerInfo { homeserver: client.homeserver().to_string(), versions })
 }
