@@ -39,6 +39,7 @@ database:
     database: "$dir/homeserver.db"
 media_store_path: "$dir/media_store"
 signing_key_path: "$dir/signing.key"
+log_config: "$dir/log.yaml"
 registration_shared_secret: "$HS_SHARED_SECRET"
 macaroon_secret_key: "$HS_MACAROON"
 form_secret: "$HS_MACAROON"
@@ -56,6 +57,17 @@ rc_login:
   address: {per_second: 1, burst_count: 50}
   account: {per_second: 1, burst_count: 50}
   failed_attempts: {per_second: 0.2, burst_count: 10}
+YAML
+  cat >"$dir/log.yaml" <<'YAML'
+version: 1
+formatters:
+  plain: {format: "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+handlers:
+  stderr: {class: logging.StreamHandler, formatter: plain, stream: "ext://sys.stderr"}
+loggers:
+  synapse.storage.SQL: {level: WARNING}
+root: {level: INFO, handlers: [stderr]}
+disable_existing_loggers: false
 YAML
   echo "$port" >"$dir/port"
 }

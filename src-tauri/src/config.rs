@@ -29,17 +29,28 @@ impl AppConfig {
             Some(d) => PathBuf::from(d),
             None => match var("XDG_DATA_HOME") {
                 Some(d) => PathBuf::from(d).join("walkie"),
-                None => PathBuf::from(var("HOME").context("neither XDG_DATA_HOME nor HOME is set")?)
-                    .join(".local/share/walkie"),
+                None => {
+                    PathBuf::from(var("HOME").context("neither XDG_DATA_HOME nor HOME is set")?)
+                        .join(".local/share/walkie")
+                }
             },
         };
-        let credentials = match (var("WALKIE_HOMESERVER"), var("WALKIE_USER"), var("WALKIE_PASSWORD")) {
-            (Some(homeserver), Some(user), Some(password)) => {
-                Some(Credentials { homeserver, user, password })
-            }
+        let credentials = match (
+            var("WALKIE_HOMESERVER"),
+            var("WALKIE_USER"),
+            var("WALKIE_PASSWORD"),
+        ) {
+            (Some(homeserver), Some(user), Some(password)) => Some(Credentials {
+                homeserver,
+                user,
+                password,
+            }),
             (None, None, None) => None,
             _ => bail!("set all of WALKIE_HOMESERVER, WALKIE_USER and WALKIE_PASSWORD, or none"),
         };
-        Ok(Self { data_dir, credentials })
+        Ok(Self {
+            data_dir,
+            credentials,
+        })
     }
 }

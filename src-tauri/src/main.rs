@@ -41,7 +41,7 @@ fn main() -> anyhow::Result<()> {
         })
         .setup(move |app| {
             tray::create(app.handle())?;
-            shutdown::exit_on_signals(app.handle().clone())?;
+            shutdown::exit_on_signals(app.handle().clone());
             session::start(app.handle().clone(), config.clone());
             Ok(())
         })

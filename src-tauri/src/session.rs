@@ -14,7 +14,8 @@ use crate::{
 pub fn start(app: AppHandle, config: AppConfig) {
     let Some(creds) = config.credentials else {
         tracing::info!("no credentials configured; staying signed out");
-        app.state::<SharedStatus>().update(&app, |s| s.account = AccountState::SignedOut);
+        app.state::<SharedStatus>()
+            .update(&app, |s| s.account = AccountState::SignedOut);
         return;
     };
     tauri::async_runtime::spawn(async move {
@@ -29,7 +30,10 @@ pub fn start(app: AppHandle, config: AppConfig) {
             password: creds.password.clone(),
             device_display_name: "Walkie desktop".into(),
         };
-        let dir = config.data_dir.join("accounts").join(account_dir_name(&creds.homeserver, &creds.user));
+        let dir = config
+            .data_dir
+            .join("accounts")
+            .join(account_dir_name(&creds.homeserver, &creds.user));
         let account = match Account::sign_in(&dir, &request).await {
             Ok(a) => a,
             Err(e) => {
@@ -65,7 +69,13 @@ pub fn start(app: AppHandle, config: AppConfig) {
 fn account_dir_name(server: &str, user: &str) -> String {
     format!("{user}@{server}")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.@".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 

@@ -5,10 +5,19 @@
 use tauri::AppHandle;
 use tokio::signal::unix::{signal, SignalKind};
 
-pub fn exit_on_signals(app: AppHandle) -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+pub fn exit_on_signals(app: AppHandle) {
     tauri::async_runtime::spawn(async move {
+        // Registered inside the runtime: signal handlers need its reactor.
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot handle SIGTERM/SIGINT");
+                return;
+            }
+        };
         let name = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
@@ -16,5 +25,4 @@ pub fn exit_on_signals(app: AppHandle) -> anyhow::Result<()> {
         tracing::info!(signal = name, "exit requested");
         app.exit(0);
     });
-    Ok(())
 }

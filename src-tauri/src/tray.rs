@@ -18,7 +18,9 @@ pub fn create(app: &AppHandle) -> tauri::Result<()> {
     let quit = MenuItem::with_id(app, "quit", "Quit Walkie", true, None::<&str>)?;
     let menu = Menu::with_items(app, &[&open, &PredefinedMenuItem::separator(app)?, &quit])?;
     TrayIconBuilder::with_id(TRAY_ID)
-        .icon(Image::from_bytes(include_bytes!("../../icons/tray-idle.png"))?)
+        .icon(Image::from_bytes(include_bytes!(
+            "../../icons/tray-idle.png"
+        ))?)
         .tooltip("Walkie")
         .menu(&menu)
         .on_menu_event(|app, event| match event.id().as_ref() {

@@ -71,10 +71,18 @@ impl Desktop {
         let (mut reader, writer) = std::io::pipe()?;
         let fd = writer.as_raw_fd();
         let mut cmd = Command::new("Xvfb");
-        cmd.args(["-displayfd", &fd.to_string(), "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "-displayfd",
+            &fd.to_string(),
+            "-screen",
+            "0",
+            "1280x800x24",
+            "-nolisten",
+            "tcp",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         // SAFETY: fcntl on an fd we own, to let the child inherit it.
         unsafe {
             cmd.pre_exec(move || {
@@ -88,7 +96,9 @@ impl Desktop {
         let xvfb = ChildGuard::spawn("Xvfb", &mut cmd)?;
         drop(writer);
         let mut number = String::new();
-        reader.read_to_string(&mut number).context("reading Xvfb's display number")?;
+        reader
+            .read_to_string(&mut number)
+            .context("reading Xvfb's display number")?;
         let number = number.trim();
         if number.is_empty() {
             bail!("Xvfb exited without opening a display");
@@ -112,14 +122,36 @@ impl Desktop {
 
         let mut trayer_cmd = Command::new("trayer");
         trayer_cmd
-            .args(["--edge", "top", "--align", "right", "--widthtype", "request", "--height", "32"])
-            .args(["--transparent", "false", "--tint", "0x303030", "--SetDockType", "true"])
+            .args([
+                "--edge",
+                "top",
+                "--align",
+                "right",
+                "--widthtype",
+                "request",
+                "--height",
+                "32",
+            ])
+            .args([
+                "--transparent",
+                "false",
+                "--tint",
+                "0x303030",
+                "--SetDockType",
+                "true",
+            ])
             .env("DISPLAY", &display)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let trayer = ChildGuard::spawn("trayer", &mut trayer_cmd)?;
-        let desktop = Self { display, bus_address, _trayer: trayer, _dbus: dbus, _xvfb: xvfb };
+        let desktop = Self {
+            display,
+            bus_address,
+            _trayer: trayer,
+            _dbus: dbus,
+            _xvfb: xvfb,
+        };
         // The tray host must own the system tray selection before an app
         // looks for it; xdotool --sync waits for its window to exist.
         desktop.wait_for_window(&["--class", "trayer"], Duration::from_secs(20))?;
@@ -137,7 +169,8 @@ impl Desktop {
     /// A command with this desktop's DISPLAY and session bus.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new(program);
-        cmd.env("DISPLAY", &self.display).env("DBUS_SESSION_BUS_ADDRESS", &self.bus_address);
+        cmd.env("DISPLAY", &self.display)
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.bus_address);
         cmd
     }
 
@@ -149,7 +182,9 @@ impl Desktop {
             .args(["xdotool", "search", "--sync"])
             .args(search);
         let started = Instant::now();
-        let out = cmd.output().context("running xdotool (scripts/setup.sh installs it)")?;
+        let out = cmd
+            .output()
+            .context("running xdotool (scripts/setup.sh installs it)")?;
         if !out.status.success() {
             bail!(
                 "no window matching {search:?} on {} after {:?}",
@@ -157,7 +192,10 @@ impl Desktop {
                 started.elapsed()
             );
         }
-        Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect())
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect())
     }
 
     /// Saves a PNG of the whole screen (ImageMagick's `import`).
@@ -165,9 +203,16 @@ impl Desktop {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let status = self.command("import").args(["-window", "root"]).arg(path).status()?;
+        let status = self
+            .command("import")
+            .args(["-window", "root"])
+            .arg(path)
+            .status()?;
         if !status.success() {
-            bail!("import -window root {} failed with {status}", path.display());
+            bail!(
+                "import -window root {} failed with {status}",
+                path.display()
+            );
         }
         Ok(())
     }

@@ -86,6 +86,22 @@ fn signing_key_line() -> Result<String> {
     ))
 }
 
+/// Python logging configuration: INFO to stderr (which goes to the log file).
+fn log_config() -> serde_json::Value {
+    json!({
+        "version": 1,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "stream": "ext://sys.stderr",
+        }},
+        "loggers": {"synapse.storage.SQL": {"level": "WARNING"}},
+        "root": {"level": "INFO", "handlers": ["stderr"]},
+        "disable_existing_loggers": false,
+    })
+}
+
 /// The homeserver configuration (JSON is valid YAML).
 fn config(dir: &Path, port: u16, shared_secret: &str, macaroon: &str) -> serde_json::Value {
     let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
@@ -103,6 +119,7 @@ fn config(dir: &Path, port: u16, shared_secret: &str, macaroon: &str) -> serde_j
         "database": {"name": "sqlite3", "args": {"database": p("homeserver.db")}},
         "media_store_path": p("media_store"),
         "signing_key_path": p("signing.key"),
+        "log_config": p("log.yaml"),
         "registration_shared_secret": shared_secret,
         "macaroon_secret_key": macaroon,
         "form_secret": macaroon,
@@ -128,19 +145,36 @@ impl Synapse {
     /// Starts a fresh Synapse and waits until `/_matrix/client/versions`
     /// answers. Fails with Synapse's log if it exits or does not answer.
     pub async fn start() -> Result<Self> {
+        Self::start_with(serde_json::Value::Null).await
+    }
+
+    /// Like [`Synapse::start`], with `overrides` (a JSON object) merged over
+    /// the top-level keys of the configuration.
+    pub async fn start_with(overrides: serde_json::Value) -> Result<Self> {
         let python = synapse_python()?;
-        let mut dir = tempfile::Builder::new().prefix("walkie-synapse-").tempdir()?;
+        let mut dir = tempfile::Builder::new()
+            .prefix("walkie-synapse-")
+            .tempdir()?;
         let shared_secret = random_token(16)?;
         let macaroon = random_token(16)?;
         std::fs::write(dir.path().join("signing.key"), signing_key_line()?)?;
+        std::fs::write(
+            dir.path().join("log.yaml"),
+            serde_json::to_vec_pretty(&log_config())?,
+        )?;
         let log_path = dir.path().join("homeserver.log");
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()?;
 
         // A port can be taken between choosing and binding it: try again.
         let mut last_err = None;
         for _attempt in 0..3 {
             let port = free_loopback_port()?;
-            let cfg = config(dir.path(), port, &shared_secret, &macaroon);
+            let mut cfg = config(dir.path(), port, &shared_secret, &macaroon);
+            if let (Some(cfg), Some(extra)) = (cfg.as_object_mut(), overrides.as_object()) {
+                cfg.extend(extra.clone());
+            }
             let cfg_path = dir.path().join("homeserver.yaml");
             std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg)?)?;
             let log = std::fs::File::create(&log_path)?;
@@ -162,7 +196,9 @@ impl Synapse {
                     Ok(())
                 });
             }
-            let child = cmd.spawn().with_context(|| format!("starting {}", python.display()))?;
+            let child = cmd
+                .spawn()
+                .with_context(|| format!("starting {}", python.display()))?;
             let mut server = Synapse {
                 child: Some(child),
                 dir,
@@ -247,11 +283,22 @@ impl Synapse {
     pub async fn register(&self, localpart: &str) -> Result<Registered> {
         type HmacSha1 = Hmac<sha1::Sha1>;
         let endpoint = format!("{}/_synapse/admin/v1/register", self.url());
-        let nonce: serde_json::Value =
-            self.http.get(&endpoint).send().await?.error_for_status()?.json().await?;
-        let nonce = nonce["nonce"].as_str().context("no nonce in registration answer")?;
+        let nonce: serde_json::Value = self
+            .http
+            .get(&endpoint)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let nonce = nonce["nonce"]
+            .as_str()
+            .context("no nonce in registration answer")?;
         let mut mac = HmacSha1::new_from_slice(self.shared_secret.as_bytes())?;
-        for (i, part) in [nonce, localpart, TEST_PASSWORD, "notadmin"].iter().enumerate() {
+        for (i, part) in [nonce, localpart, TEST_PASSWORD, "notadmin"]
+            .iter()
+            .enumerate()
+        {
             if i > 0 {
                 mac.update(b"\0");
             }
@@ -271,7 +318,10 @@ impl Synapse {
             bail!("registering {localpart} failed with {status}: {answer}");
         }
         let field = |k: &str| -> Result<String> {
-            Ok(answer[k].as_str().with_context(|| format!("no {k} in {answer}"))?.to_owned())
+            Ok(answer[k]
+                .as_str()
+                .with_context(|| format!("no {k} in {answer}"))?
+                .to_owned())
         };
         Ok(Registered {
             user_id: field("user_id")?,
@@ -310,7 +360,9 @@ impl Synapse {
     }
 
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         // SAFETY: kill(2) on the pid of a child we own and have not reaped.
         unsafe {
             libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
@@ -332,13 +384,14 @@ impl Synapse {
 
 impl Drop for Synapse {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "--- synapse log ({}), last 200 lines ---\n{}\n--- end of synapse log ---",
-                self.log_path.display(),
-                self.log_tail(200)
-            );
-        }
         self.stop();
+        // libtest shows a test's captured output only when the test fails,
+        // so the log appears exactly when it is needed (whether the test
+        // failed by panicking or by returning an error).
+        eprintln!(
+            "--- synapse log ({}), last 200 lines ---\n{}\n--- end of synapse log ---",
+            self.log_path.display(),
+            self.log_tail(200)
+        );
     }
 }

@@ -24,7 +24,10 @@ fn app_binary() -> Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe()?;
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).context("test exe has no target dir")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test exe has no target dir")?;
     let bin = profile_dir.join("walkie-app");
     ensure!(
         bin.exists(),
@@ -35,7 +38,10 @@ fn app_binary() -> Result<PathBuf> {
 }
 
 /// Waits for the child to exit, up to `limit`; `None` if it is still running.
-fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Result<Option<std::process::ExitStatus>> {
+fn wait_exit(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Result<Option<std::process::ExitStatus>> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait()? {
@@ -84,17 +90,22 @@ async fn app_starts_signed_in_shows_panel_and_exits_on_sigterm() -> Result<()> {
         lines
     });
 
-    let ready = ready_rx.recv_timeout(READY_TIMEOUT).map_err(|_| {
-        anyhow::anyhow!("the app did not report ready within {READY_TIMEOUT:?}")
-    })?;
+    let ready = ready_rx
+        .recv_timeout(READY_TIMEOUT)
+        .map_err(|_| anyhow::anyhow!("the app did not report ready within {READY_TIMEOUT:?}"))?;
     let ready_after = started.elapsed();
     eprintln!("app ready after {} ms: {ready}", ready_after.as_millis());
     ensure!(ready.contains("Online"), "ready but not online: {ready}");
-    ensure!(ready.contains(&alice.user_id), "ready as someone else: {ready}");
+    ensure!(
+        ready.contains(&alice.user_id),
+        "ready as someone else: {ready}"
+    );
 
     // The panel window is mapped on screen.
-    let windows =
-        desktop.wait_for_window(&["--onlyvisible", "--name", "^Walkie$"], Duration::from_secs(10))?;
+    let windows = desktop.wait_for_window(
+        &["--onlyvisible", "--name", "^Walkie$"],
+        Duration::from_secs(10),
+    )?;
     ensure!(!windows.is_empty(), "no visible Walkie window");
 
     // Stays up.
@@ -116,13 +127,23 @@ async fn app_starts_signed_in_shows_panel_and_exits_on_sigterm() -> Result<()> {
     let term_at = Instant::now();
     let status = wait_exit(app.child(), EXIT_WITHIN)?
         .with_context(|| format!("the app was still running {EXIT_WITHIN:?} after SIGTERM"))?;
-    eprintln!("exited {} ms after SIGTERM with {status}", term_at.elapsed().as_millis());
+    eprintln!(
+        "exited {} ms after SIGTERM with {status}",
+        term_at.elapsed().as_millis()
+    );
     ensure!(status.success(), "unclean exit after SIGTERM: {status}");
-    let lines = log_thread.join().map_err(|_| anyhow::anyhow!("log thread panicked"))?;
+    let lines = log_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("log thread panicked"))?;
     ensure!(
-        lines.iter().any(|l| l.contains("exit requested") && l.contains("SIGTERM")),
+        lines
+            .iter()
+            .any(|l| l.contains("exit requested") && l.contains("SIGTERM")),
         "the app did not log handling SIGTERM"
     );
-    ensure!(!lines.iter().any(|l| l.contains("panicked")), "the app panicked");
+    ensure!(
+        !lines.iter().any(|l| l.contains("panicked")),
+        "the app panicked"
+    );
     Ok(())
 }

@@ -32,7 +32,9 @@ const MAX_SYNCS: usize = 30;
 
 /// One /sync with a short long-poll; returns the response.
 async fn sync(client: &Client) -> Result<walkie_core::matrix_sdk::sync::SyncResponse> {
-    Ok(client.sync_once(SyncSettings::default().timeout(Duration::from_millis(500))).await?)
+    Ok(client
+        .sync_once(SyncSettings::default().timeout(Duration::from_millis(500)))
+        .await?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,9 +59,10 @@ async fn olm_to_device_and_megolm_message_arrive_decrypted_and_relay_only_cipher
     let mut create = CreateRoomRequest::new();
     create.visibility = Visibility::Private;
     create.invite = vec![bob_id.clone()];
-    create.initial_state =
-        vec![InitialStateEvent::with_empty_state_key(RoomEncryptionEventContent::with_recommended_defaults())
-            .to_raw_any()];
+    create.initial_state = vec![InitialStateEvent::with_empty_state_key(
+        RoomEncryptionEventContent::with_recommended_defaults(),
+    )
+    .to_raw_any()];
     let room = a.create_room(create).await?;
     let room_id: OwnedRoomId = room.room_id().to_owned();
 
@@ -67,7 +70,9 @@ async fn olm_to_device_and_megolm_message_arrive_decrypted_and_relay_only_cipher
     let mut invited = false;
     for _ in 0..MAX_SYNCS {
         sync(b).await?;
-        if b.get_room(&room_id).is_some_and(|r| r.state() == RoomState::Invited) {
+        if b.get_room(&room_id)
+            .is_some_and(|r| r.state() == RoomState::Invited)
+        {
             invited = true;
             break;
         }
@@ -80,9 +85,13 @@ async fn olm_to_device_and_megolm_message_arrive_decrypted_and_relay_only_cipher
     for _ in 0..MAX_SYNCS {
         sync(a).await?;
         let joined = room.get_member_no_sync(&bob_id).await?.is_some_and(|m| {
-            m.membership() == &walkie_core::matrix_sdk::ruma::events::room::member::MembershipState::Join
+            m.membership()
+                == &walkie_core::matrix_sdk::ruma::events::room::member::MembershipState::Join
         });
-        let device = a.encryption().get_device(&bob_id, b.device_id().context("bob device")?).await?;
+        let device = a
+            .encryption()
+            .get_device(&bob_id, b.device_id().context("bob device")?)
+            .await?;
         if joined && device.is_some() {
             bob_device = device;
             break;
@@ -94,15 +103,25 @@ async fn olm_to_device_and_megolm_message_arrive_decrypted_and_relay_only_cipher
     let before = sync(b).await?.next_batch;
 
     // Megolm room message (shares the room key with bob over Olm first).
-    let sent = room.send(RoomMessageEventContent::text_plain(ROOM_SECRET)).await?;
+    let sent = room
+        .send(RoomMessageEventContent::text_plain(ROOM_SECRET))
+        .await?;
     let event_id = sent.response.event_id;
-    ensure!(sent.encryption_info.is_some(), "the room message was sent unencrypted");
+    ensure!(
+        sent.encryption_info.is_some(),
+        "the room message was sent unencrypted"
+    );
 
     // Olm-encrypted custom to-device event to bob's one device.
     let content = Raw::new(&json!({ "text": TO_DEVICE_SECRET, "seq": 1 }))?.cast_unchecked();
     let failed = a
         .encryption()
-        .encrypt_and_send_raw_to_device(vec![&bob_device], TO_DEVICE_TYPE, content, Default::default())
+        .encrypt_and_send_raw_to_device(
+            vec![&bob_device],
+            TO_DEVICE_TYPE,
+            content,
+            Default::default(),
+        )
         .await?;
     ensure!(failed.is_empty(), "encryption failed for {failed:?}");
 
@@ -119,22 +138,42 @@ async fn olm_to_device_and_megolm_message_arrive_decrypted_and_relay_only_cipher
             &bob_token,
         )
         .await?;
-    let relayed = raw_sync["to_device"]["events"].as_array().context("no to_device events")?;
-    ensure!(!relayed.is_empty(), "the homeserver relayed no to-device event to bob");
+    let relayed = raw_sync["to_device"]["events"]
+        .as_array()
+        .context("no to_device events")?;
+    ensure!(
+        !relayed.is_empty(),
+        "the homeserver relayed no to-device event to bob"
+    );
     for ev in relayed {
         ensure!(ev["type"] == "m.room.encrypted", "relayed in clear: {ev}");
-        ensure!(ev["content"]["algorithm"] == "m.olm.v1.curve25519-aes-sha2", "not Olm: {ev}");
+        ensure!(
+            ev["content"]["algorithm"] == "m.olm.v1.curve25519-aes-sha2",
+            "not Olm: {ev}"
+        );
         let text = ev.to_string();
-        ensure!(!text.contains(TO_DEVICE_SECRET) && !text.contains(TO_DEVICE_TYPE), "plaintext leaked: {ev}");
+        ensure!(
+            !text.contains(TO_DEVICE_SECRET) && !text.contains(TO_DEVICE_TYPE),
+            "plaintext leaked: {ev}"
+        );
     }
 
     // Bob's client decrypts the custom event.
     let mut got = None;
     for _ in 0..MAX_SYNCS {
-        let response = b.sync_once(SyncSettings::default().token(before.clone()).timeout(Duration::from_millis(500))).await?;
+        let response = b
+            .sync_once(
+                SyncSettings::default()
+                    .token(before.clone())
+                    .timeout(Duration::from_millis(500)),
+            )
+            .await?;
         for ev in response.to_device {
             match ev {
-                ProcessedToDeviceEvent::Decrypted { raw, encryption_info } => {
+                ProcessedToDeviceEvent::Decrypted {
+                    raw,
+                    encryption_info,
+                } => {
                     let value: serde_json::Value = raw.deserialize_as_unchecked()?;
                     if value["type"] == TO_DEVICE_TYPE {
                         got = Some((value, encryption_info));
@@ -155,20 +194,34 @@ async fn olm_to_device_and_megolm_message_arrive_decrypted_and_relay_only_cipher
     assert_eq!(value["content"]["seq"], 1);
     assert_eq!(value["sender"], alice_reg.user_id.as_str());
     assert_eq!(info.sender.as_str(), alice_reg.user_id);
-    assert_eq!(info.sender_device.as_deref().map(|d| d.as_str()), a.device_id().map(|d| d.as_str()));
+    assert_eq!(
+        info.sender_device.as_deref().map(|d| d.as_str()),
+        a.device_id().map(|d| d.as_str())
+    );
 
     // The room message as the homeserver stores it: Megolm ciphertext.
     let stored = hs
-        .get_json(&format!("/_matrix/client/v3/rooms/{room_id}/event/{event_id}"), &bob_token)
+        .get_json(
+            &format!("/_matrix/client/v3/rooms/{room_id}/event/{event_id}"),
+            &bob_token,
+        )
         .await?;
-    assert_eq!(stored["type"], "m.room.encrypted", "stored in clear: {stored}");
+    assert_eq!(
+        stored["type"], "m.room.encrypted",
+        "stored in clear: {stored}"
+    );
     assert_eq!(stored["content"]["algorithm"], "m.megolm.v1.aes-sha2");
-    assert!(!stored.to_string().contains(ROOM_SECRET), "plaintext stored: {stored}");
+    assert!(
+        !stored.to_string().contains(ROOM_SECRET),
+        "plaintext stored: {stored}"
+    );
 
     // Bob's client decrypts it with the room key alice shared over Olm.
     let bob_room = b.get_room(&room_id).context("bob has no room")?;
     let event = bob_room.event(&event_id, None).await?;
-    let decrypted = event.encryption_info().context("bob got the room message undecrypted")?;
+    let decrypted = event
+        .encryption_info()
+        .context("bob got the room message undecrypted")?;
     assert_eq!(decrypted.sender.as_str(), alice_reg.user_id);
     let clear: serde_json::Value = event.raw().deserialize_as_unchecked()?;
     assert_eq!(clear["type"], "m.room.message");

@@ -22,7 +22,13 @@ pub fn waveform(samples: &[f32], points: usize) -> Vec<u16> {
             let slice = &samples[start..end];
             let sum: f64 = slice
                 .iter()
-                .map(|&s| if s.is_finite() { f64::from(s) * f64::from(s) } else { 0.0 })
+                .map(|&s| {
+                    if s.is_finite() {
+                        f64::from(s) * f64::from(s)
+                    } else {
+                        0.0
+                    }
+                })
                 .sum();
             (sum / slice.len() as f64).sqrt()
         })
@@ -31,7 +37,9 @@ pub fn waveform(samples: &[f32], points: usize) -> Vec<u16> {
     if peak <= f64::EPSILON {
         return vec![0; points];
     }
-    rms.iter().map(|r| ((r / peak) * f64::from(MAX_VALUE)).round() as u16).collect()
+    rms.iter()
+        .map(|r| ((r / peak) * f64::from(MAX_VALUE)).round() as u16)
+        .collect()
 }
 
 #[cfg(test)]
@@ -55,13 +63,17 @@ mod tests {
 
     #[test]
     fn non_finite_samples_do_not_poison_the_result() {
-        let pcm = [f32::NAN, 0.5, f32::INFINITY, 0.5];
-        assert_eq!(waveform(&pcm, 2), vec![724, 724]);
+        // The NaN counts as silence: the first slice has half the energy.
+        let pcm = [f32::NAN, 0.5, 0.5, 0.5];
+        assert_eq!(waveform(&pcm, 2), vec![724, 1024]);
+        assert_eq!(waveform(&[f32::INFINITY, 0.0], 2), vec![0, 0]);
     }
 
     #[test]
     fn every_point_within_range_for_noise() {
-        let pcm: Vec<f32> = (0..48_000).map(|i| ((i * 7919 % 2000) as f32 / 1000.0) - 1.0).collect();
+        let pcm: Vec<f32> = (0..48_000)
+            .map(|i| ((i * 7919 % 2000) as f32 / 1000.0) - 1.0)
+            .collect();
         let w = waveform(&pcm, DEFAULT_POINTS);
         assert_eq!(w.len(), DEFAULT_POINTS);
         assert!(w.iter().all(|&v| v <= MAX_VALUE));

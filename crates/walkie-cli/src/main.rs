@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use walkie_core::AccountError;
 
 #[derive(Debug, Parser)]
-#[command(name = "walkie", version, about = "Matrix push-to-talk from the command line")]
+#[command(
+    name = "walkie",
+    version,
+    about = "Matrix push-to-talk from the command line"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,8 +38,7 @@ mod exit {
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -61,14 +61,20 @@ impl Account {
     /// belongs to; signing in again with the same `data_dir` reuses that
     /// device instead of creating a new one.
     pub async fn sign_in(data_dir: &Path, req: &SignInRequest) -> Result<Self, AccountError> {
-        let io = |source| AccountError::Io { path: data_dir.to_owned(), source };
+        let io = |source| AccountError::Io {
+            path: data_dir.to_owned(),
+            source,
+        };
         std::fs::create_dir_all(data_dir).map_err(io)?;
         let client = Client::builder()
             .server_name_or_homeserver_url(&req.server)
             .sqlite_store(data_dir.join(STORE_DIR), None)
             .build()
             .await
-            .map_err(|source| AccountError::Unreachable { server: req.server.clone(), source })?;
+            .map_err(|source| AccountError::Unreachable {
+                server: req.server.clone(),
+                source,
+            })?;
 
         let device_id_path = data_dir.join(DEVICE_ID_FILE);
         let known_device = match std::fs::read_to_string(&device_id_path) {
@@ -95,7 +101,10 @@ impl Account {
             homeserver = %client.homeserver(),
             "signed in"
         );
-        Ok(Self { client, data_dir: data_dir.to_owned() })
+        Ok(Self {
+            client,
+            data_dir: data_dir.to_owned(),
+        })
     }
 
     pub fn client(&self) -> &Client {
@@ -108,17 +117,25 @@ impl Account {
 
     /// The full user id, e.g. `@alice:example.org`.
     pub fn user_id(&self) -> String {
-        self.client.user_id().map(|u| u.to_string()).unwrap_or_default()
+        self.client
+            .user_id()
+            .map(|u| u.to_string())
+            .unwrap_or_default()
     }
 
     pub fn device_id(&self) -> String {
-        self.client.device_id().map(|d| d.to_string()).unwrap_or_default()
+        self.client
+            .device_id()
+            .map(|d| d.to_string())
+            .unwrap_or_default()
     }
 }
 
 fn login_error(user: &str, e: matrix_sdk::Error) -> AccountError {
     match e.client_api_error_kind() {
-        Some(ErrorKind::Forbidden) => AccountError::WrongPassword { user: user.to_owned() },
+        Some(ErrorKind::Forbidden) => AccountError::WrongPassword {
+            user: user.to_owned(),
+        },
         Some(kind) => AccountError::Refused {
             user: user.to_owned(),
             message: match e.as_client_api_error() {
@@ -151,7 +168,10 @@ pub async fn discover(server: &str) -> Result<ServerInfo, AccountError> {
         .server_name_or_homeserver_url(server)
         .build()
         .await
-        .map_err(|source| AccountError::Unreachable { server: server.to_owned(), source })?;
+        .map_err(|source| AccountError::Unreachable {
+            server: server.to_owned(),
+            source,
+        })?;
     let versions = client
         .server_versions()
         .await
@@ -159,5 +179,8 @@ pub async fn discover(server: &str) -> Result<ServerInfo, AccountError> {
         .into_iter()
         .filter_map(|v| v.as_str().map(str::to_owned))
         .collect();
-    Ok(ServerInfo { homeserver: client.homeserver().to_string(), versions })
+    Ok(ServerInfo {
+        homeserver: client.homeserver().to_string(),
+        versions,
+    })
 }

@@ -14,7 +14,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Self { initial, max, next: initial }
+        Self {
+            initial,
+            max,
+            next: initial,
+        }
     }
 
     /// The delay to wait before the next attempt; grows the one after.
