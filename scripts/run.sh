@@ -47,7 +47,9 @@ if [[ -z $HOMESERVER ]]; then
   "$WALKIE_SYNAPSE_PYTHON" scripts/demo_setup.py --homeserver "$HOMESERVER_URL" \
     --shared-secret "$HS_SHARED_SECRET" --state "$WALKIE_DATA/homeserver/demo-users.json"
   HOMESERVER=$HOMESERVER_URL
-  USER_NAME=alice
+  # The full user id keeps the app's local account store (and so its device
+  # and keys) the same even when the local homeserver's port changes.
+  USER_NAME=@alice:localhost
   WALKIE_PASSWORD=$("$WALKIE_SYNAPSE_PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["alice"])' \
     "$WALKIE_DATA/homeserver/demo-users.json")
 else
