@@ -1,12 +1,15 @@
-//! Walkie's engine: the Matrix session (sign-in, local encrypted store) and
-//! the sync loop that the engine owns instead of matrix-sdk's built-in ones.
-//!
-//! Protocol, consent and floor logic (pure, time passed in) join this crate
-//! next; see `docs/architecture.md`.
+//! Walkie's engine. Pure parts (no I/O, time passed in): `protocol` (MSC4002
+//! event types and validation), `consent` (who may talk and receive),
+//! `floor` (arbitration). Matrix side: `account` (sign-in, local encrypted
+//! store) and `sync_loop` (the engine's own sync loop). See
+//! `docs/architecture.md` and `docs/protocol.md`.
 #![recursion_limit = "256"]
 
 pub mod account;
 pub mod backoff;
+pub mod consent;
+pub mod floor;
+pub mod protocol;
 pub mod sync_loop;
 
 pub use account::{discover, Account, AccountError, ServerInfo, SignInRequest};

@@ -1,0 +1,745 @@
+//! Floor arbitration for one walkie room, as seen by one client: who may
+//! talk, who is heard, and when a silent talker loses the floor.
+//!
+//! A sans-IO state machine in the shape of `quinn-proto`'s `Connection`:
+//! getters (`holder`, `transmitting`), inputs (`press`, `release`,
+//! `handle_chunk`, `handle_timeout`, `handle_revoked`), and outputs
+//! (`poll_event`, `poll_transmit`, `poll_timeout`, `next_audio_header`).
+//! Time is always passed in (`now`: the local wall clock in ms since the Unix
+//! epoch, which the engine should derive from a monotonic clock). This module
+//! owns the floor rules; message validation is `crate::protocol`'s and
+//! consent is `crate::consent`'s (the engine only hands in chunks from
+//! devices allowed to talk).
+//!
+//! # Rules
+//!
+//! 1. **Claim.** Every message of a talk session carries its `start_ts` (the
+//!    talker's clock when it pressed), so the first message a client sees of
+//!    a session — normally `seq` 0, possibly sent before any audio — is the
+//!    claim. Pressing while the floor is held by someone else yields
+//!    [`FloorEvent::Busy`] and sends nothing.
+//! 2. **Order.** Claims are totally ordered by
+//!    `(start_ts, user_id, device_id, session_id)` (bytewise strings). The
+//!    holder is the *lowest live* claim. Every client computes it the same
+//!    way, so once the same messages have arrived everywhere all clients
+//!    agree. A local talker that learns of a lower live claim stops
+//!    ([`FloorEvent::StopTransmitting`] with [`StopReason::LostTo`], then
+//!    [`FloorEvent::Busy`]); a listener already playing B that learns of a
+//!    lower claim A switches to A. At most one remote holder is announced
+//!    ([`FloorEvent::Holder`]) at a time, and only the holder's audio is
+//!    [`ChunkVerdict::Play`]ed. A claim that has already ended when it is
+//!    first seen does not stop a local talker: its talk is over.
+//! 3. **Lease.** Each accepted message renews the session's lease to
+//!    `now + lease_ms` (local clock, so skew does not matter); `end: true`
+//!    releases; a session whose lease runs out has ended. A local talker
+//!    with nothing to send emits a frameless keep-alive every `lease_ms / 4`
+//!    (e.g. while the capture device is still starting).
+//! 4. **Limits.** A talk lasts at most `max_talk_ms`: the talker stops
+//!    itself, and receivers end a session whose `ts - start_ts` exceeds
+//!    `max_talk_ms + MAX_TALK_SLACK_MS` (judged on message content alone, so
+//!    every receiver ends it at the same message).
+//! 5. **Freshness and replay.** A message whose `ts` is more than
+//!    [`MAX_FUTURE_MS`] ahead of local now, or more than [`MAX_AGE_MS`]
+//!    behind it, is ignored. A session that ended (released, expired,
+//!    capped, superseded or revoked) is remembered and never accepted again
+//!    until its messages could no longer pass the freshness check anyway
+//!    ([`Floor::memory_horizon_ms`]), with at most [`MAX_REMEMBERED`] entries.
+//!    Sequence numbers are checked against a 64-message sliding window, so
+//!    duplicates are dropped while reordered messages still count. A newer
+//!    session (greater `(start_ts, session_id)`) from the same device ends
+//!    the older ones, and an older one seen afterwards is ignored. A claim
+//!    that arrives late but within these bounds is honoured, so clients
+//!    converge.
+//!
+//! Residual risk: a device whose clock runs behind by up to
+//! [`MAX_AGE_MS`] minus the network delay gets earlier `start_ts`s and so
+//! wins overlapping claims it should have lost. Every client still agrees,
+//! so this is unfair, not divergent. Clients can estimate each peer's skew
+//! from `arrival - ts` and warn.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::protocol::{
+    ChunkHeader, DeviceId, RoomId, SessionId, UserId, ValidatedChunk, WalkieGroup, FRAME_MS,
+    MAX_SEQ,
+};
+
+#[cfg(test)]
+mod sim;
+
+/// How far ahead of local now a message's `ts` may be: tolerated clock skew
+/// (a message cannot arrive before it is sent, so only skew makes it look
+/// early). A talker whose clock is ahead only hurts itself (later claims).
+pub const MAX_FUTURE_MS: u64 = 1_000;
+/// How far behind local now a message's `ts` may be: federation latency
+/// (measured 1.1–3.1 s across a 1 s link, in bursts) plus [`MAX_FUTURE_MS`]
+/// of skew plus margin. Later than this, audio is useless and a claim could
+/// be a replay.
+pub const MAX_AGE_MS: u64 = 5_000;
+/// Slack on `max_talk_ms` when receivers judge `ts - start_ts`.
+pub const MAX_TALK_SLACK_MS: u64 = 500;
+/// Width of the per-session replay window, in sequence numbers.
+pub const SEQ_WINDOW: u32 = 64;
+/// Cap on remembered ended sessions (oldest forgotten first).
+pub const MAX_REMEMBERED: usize = 4_096;
+/// Cap on simultaneously live remote sessions tracked in one room.
+pub const MAX_LIVE_SESSIONS: usize = 64;
+
+/// Floor parameters; must be the same at every client of the room, so they
+/// come from the room's `org.matrix.msc4002.walkie` state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FloorConfig {
+    pub lease_ms: u64,
+    pub max_talk_ms: u64,
+}
+
+impl FloorConfig {
+    pub fn from_group(group: &WalkieGroup) -> Self {
+        Self {
+            lease_ms: group.lease_ms,
+            max_talk_ms: group.max_talk_ms,
+        }
+    }
+
+    /// How long a local talker may stay silent before a keep-alive.
+    pub fn keepalive_ms(&self) -> u64 {
+        (self.lease_ms / 4).max(u64::from(FRAME_MS))
+    }
+}
+
+impl Default for FloorConfig {
+    fn default() -> Self {
+        Self::from_group(&WalkieGroup::default())
+    }
+}
+
+/// One talk session's claim. The derived order is the floor order: lowest
+/// wins (fields compare in declaration order).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Claim {
+    pub start_ts: u64,
+    pub user_id: UserId,
+    pub device_id: DeviceId,
+    pub session_id: SessionId,
+}
+
+type SessionKey = (UserId, DeviceId, SessionId);
+type DeviceKey = (UserId, DeviceId);
+
+impl Claim {
+    fn key(&self) -> SessionKey {
+        (
+            self.user_id.clone(),
+            self.device_id.clone(),
+            self.session_id.clone(),
+        )
+    }
+}
+
+/// Why the local talk stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The user released.
+    Released,
+    /// A lower claim is live: this client lost the floor to it.
+    LostTo(Claim),
+    /// `max_talk_ms` reached.
+    MaxTalk,
+    /// This device's talk consent was withdrawn.
+    Revoked,
+}
+
+/// Why a remote talk ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// `end: true` received.
+    Released,
+    /// Silent for `lease_ms`.
+    LeaseExpired,
+    /// Exceeded `max_talk_ms`.
+    MaxTalk,
+    /// The same device started a newer session.
+    Superseded,
+    /// The talker's consent was withdrawn ([`Floor::handle_revoked`]).
+    Revoked,
+}
+
+/// What the application should do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FloorEvent {
+    /// We hold the floor: start capture and send (talk-permit cue).
+    StartTransmitting {
+        session_id: SessionId,
+        start_ts: u64,
+    },
+    /// Stop capture; the final `end: true` message is in `poll_transmit`.
+    StopTransmitting {
+        session_id: SessionId,
+        reason: StopReason,
+    },
+    /// Someone else holds the floor (busy tone, show who).
+    Busy { holder: Claim },
+    /// A remote talker now holds the floor: play this session only (stop
+    /// playing any other).
+    Holder { claim: Claim },
+    /// The announced remote holder's talk is over (drain its audio).
+    TalkEnded { claim: Claim, reason: EndReason },
+    /// Nobody holds the floor.
+    Free,
+}
+
+/// Why a received chunk was ignored.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("chunk is for another room")]
+    WrongRoom,
+    #[error("chunk is from this device")]
+    OwnDevice,
+    #[error("session already ended")]
+    Ended,
+    #[error("a newer session of the same device exists")]
+    Superseded,
+    #[error("ts {ts} is more than {MAX_FUTURE_MS} ms ahead of now {now}")]
+    FromFuture { ts: u64, now: u64 },
+    #[error("ts {ts} is more than {MAX_AGE_MS} ms behind now {now}")]
+    Stale { ts: u64, now: u64 },
+    #[error("talk exceeds max_talk_ms")]
+    OverMaxTalk,
+    #[error("duplicate seq {0}")]
+    Duplicate(u32),
+    #[error("seq {seq} is older than the replay window (highest {highest})")]
+    SeqTooOld { seq: u32, highest: u32 },
+    #[error("start_ts differs from the session's claim")]
+    StartChanged,
+    #[error("too many live sessions in this room")]
+    TooManySessions,
+}
+
+/// What to do with a received chunk's frames.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChunkVerdict {
+    /// From the floor holder (or its final message): feed the jitter buffer.
+    Play,
+    /// Valid and counted for arbitration, but not the holder: drop frames.
+    Track,
+    /// Ignored entirely.
+    Ignored(Rejection),
+}
+
+struct Remote {
+    claim: Claim,
+    highest_seq: u32,
+    /// Bit i set: `highest_seq - i` seen.
+    window: u64,
+    lease_until: u64,
+    forget_at: u64,
+}
+
+struct Local {
+    claim: Claim,
+    next_seq: u32,
+    last_sent: u64,
+    talk_deadline: u64,
+}
+
+/// Source of fresh session ids (random in production, a counter in tests).
+pub type SessionIdSource = Box<dyn FnMut() -> SessionId + Send>;
+
+/// The floor of one room at one client. See the module docs for the rules.
+pub struct Floor {
+    room_id: RoomId,
+    user_id: UserId,
+    device_id: DeviceId,
+    config: FloorConfig,
+    new_session_id: SessionIdSource,
+    local: Option<Local>,
+    last_local_start: Option<u64>,
+    remote: Vec<Remote>,
+    remembered: HashMap<SessionKey, u64>,
+    latest: HashMap<DeviceKey, (u64, SessionId, u64)>,
+    announced: Option<Claim>,
+    just_ended: Vec<(Claim, EndReason)>,
+    events: VecDeque<FloorEvent>,
+    transmit: VecDeque<ChunkHeader>,
+}
+
+impl std::fmt::Debug for Floor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Floor")
+            .field("room_id", &self.room_id)
+            .field("me", &(&self.user_id, &self.device_id))
+            .field("holder", &self.announced)
+            .field("live_remote", &self.remote.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Floor {
+    /// A floor for `room_id` at the client `user_id`/`device_id`.
+    pub fn new(
+        room_id: RoomId,
+        user_id: UserId,
+        device_id: DeviceId,
+        config: FloorConfig,
+        new_session_id: SessionIdSource,
+    ) -> Self {
+        Self {
+            room_id,
+            user_id,
+            device_id,
+            config,
+            new_session_id,
+            local: None,
+            last_local_start: None,
+            remote: Vec::new(),
+            remembered: HashMap::new(),
+            latest: HashMap::new(),
+            announced: None,
+            just_ended: Vec::new(),
+            events: VecDeque::new(),
+            transmit: VecDeque::new(),
+        }
+    }
+
+    // ------------------------------------------------------------- getters
+
+    pub fn room_id(&self) -> &RoomId {
+        &self.room_id
+    }
+
+    pub fn config(&self) -> FloorConfig {
+        self.config
+    }
+
+    /// The current holder (ourselves while transmitting), if any.
+    pub fn holder(&self) -> Option<&Claim> {
+        self.announced.as_ref()
+    }
+
+    /// Our own claim while we transmit.
+    pub fn transmitting(&self) -> Option<&Claim> {
+        self.local.as_ref().map(|l| &l.claim)
+    }
+
+    pub fn is_transmitting(&self) -> bool {
+        self.local.is_some()
+    }
+
+    /// Whether the holder is this device.
+    pub fn holder_is_local(&self) -> bool {
+        self.announced.as_ref().is_some_and(|c| self.is_me(c))
+    }
+
+    /// How long an ended session is remembered: after this, any message of
+    /// it fails the freshness check (its `ts` is at most
+    /// `start_ts + max_talk_ms + slack`, and `start_ts` was at most
+    /// `MAX_FUTURE_MS` ahead when first seen).
+    pub fn memory_horizon_ms(&self) -> u64 {
+        MAX_FUTURE_MS + self.config.max_talk_ms + MAX_TALK_SLACK_MS + MAX_AGE_MS
+    }
+
+    // -------------------------------------------------------------- inputs
+
+    /// Updates the parameters (the group state changed). Running leases
+    /// keep their deadlines.
+    pub fn set_config(&mut self, config: FloorConfig) {
+        self.config = config;
+    }
+
+    /// The user pressed talk. Starts a session (and queues its claim) if the
+    /// floor is free, else emits [`FloorEvent::Busy`]. No-op while already
+    /// transmitting.
+    pub fn press(&mut self, now: u64) {
+        self.advance(now);
+        if self.local.is_some() {
+            return;
+        }
+        if let Some(holder) = self.remote.iter().map(|r| &r.claim).min() {
+            self.events.push_back(FloorEvent::Busy {
+                holder: holder.clone(),
+            });
+            return;
+        }
+        // Our own start_ts strictly increases, or receivers would take the
+        // new session for an old, superseded one.
+        let start_ts = match self.last_local_start {
+            Some(last) if last >= now => last.saturating_add(1),
+            _ => now,
+        };
+        self.last_local_start = Some(start_ts);
+        let claim = Claim {
+            start_ts,
+            user_id: self.user_id.clone(),
+            device_id: self.device_id.clone(),
+            session_id: (self.new_session_id)(),
+        };
+        self.transmit.push_back(ChunkHeader {
+            session_id: claim.session_id.clone(),
+            seq: 0,
+            start_ts,
+            ts: start_ts,
+            end: false,
+        });
+        self.events.push_back(FloorEvent::StartTransmitting {
+            session_id: claim.session_id.clone(),
+            start_ts,
+        });
+        self.local = Some(Local {
+            talk_deadline: start_ts.saturating_add(self.config.max_talk_ms),
+            claim,
+            next_seq: 1,
+            last_sent: now,
+        });
+        self.settle(now);
+    }
+
+    /// The user released talk: ends our session (an `end: true` message is
+    /// queued). No-op when not transmitting.
+    pub fn release(&mut self, now: u64) {
+        self.advance(now);
+        if self.local.is_some() {
+            self.stop_local(StopReason::Released, now);
+        }
+        self.settle(now);
+    }
+
+    /// A validated audio message arrived (the engine has checked that the
+    /// sender's device may talk). Returns what to do with its frames; floor
+    /// changes are in [`poll_event`](Self::poll_event).
+    pub fn handle_chunk(&mut self, chunk: &ValidatedChunk, now: u64) -> ChunkVerdict {
+        self.advance(now);
+        let before = self.announced.clone();
+        let result = self.accept_chunk(chunk, now);
+        self.settle(now);
+        match result {
+            Err(r) => ChunkVerdict::Ignored(r),
+            Ok(claim) => {
+                if before.as_ref() == Some(&claim) || self.announced.as_ref() == Some(&claim) {
+                    ChunkVerdict::Play
+                } else {
+                    ChunkVerdict::Track
+                }
+            }
+        }
+    }
+
+    /// A deadline from [`poll_timeout`](Self::poll_timeout) passed (calling
+    /// it early or late is harmless).
+    pub fn handle_timeout(&mut self, now: u64) {
+        self.advance(now);
+    }
+
+    /// The device's talk consent was revoked or expired: its live sessions
+    /// end (ours stops with [`StopReason::Revoked`]).
+    pub fn handle_revoked(&mut self, user_id: &UserId, device_id: &DeviceId, now: u64) {
+        self.advance(now);
+        if &self.user_id == user_id && &self.device_id == device_id && self.local.is_some() {
+            self.stop_local(StopReason::Revoked, now);
+        }
+        while let Some(i) = self
+            .remote
+            .iter()
+            .position(|r| &r.claim.user_id == user_id && &r.claim.device_id == device_id)
+        {
+            self.end_remote(i, EndReason::Revoked, now);
+        }
+        self.settle(now);
+    }
+
+    // ------------------------------------------------------------- outputs
+
+    /// Next event for the application.
+    pub fn poll_event(&mut self) -> Option<FloorEvent> {
+        self.events.pop_front()
+    }
+
+    /// Next frameless control message to send (claim, keep-alive, end) to
+    /// every receiving device. Drain this before sending audio so sequence
+    /// numbers go out in order.
+    pub fn poll_transmit(&mut self) -> Option<ChunkHeader> {
+        self.transmit.pop_front()
+    }
+
+    /// Header for the next audio message of our talk, whose first frame was
+    /// captured at `first_frame_ts` (talker clock). `None` when not
+    /// transmitting (drop the frames). `ts` is clamped into the talk.
+    pub fn next_audio_header(&mut self, first_frame_ts: u64, now: u64) -> Option<ChunkHeader> {
+        self.advance(now);
+        let max_talk = self.config.max_talk_ms;
+        if self.local.as_ref()?.next_seq >= MAX_SEQ {
+            self.stop_local(StopReason::MaxTalk, now);
+            self.settle(now);
+            return None;
+        }
+        let local = self.local.as_mut()?;
+        let start = local.claim.start_ts;
+        let header = ChunkHeader {
+            session_id: local.claim.session_id.clone(),
+            seq: local.next_seq,
+            start_ts: start,
+            ts: first_frame_ts
+                .max(start)
+                .min(start.saturating_add(max_talk)),
+            end: false,
+        };
+        local.next_seq += 1;
+        local.last_sent = now;
+        Some(header)
+    }
+
+    /// The next instant at which [`handle_timeout`](Self::handle_timeout)
+    /// must be called: a lease running out, our keep-alive, or our talk cap.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let leases = self.remote.iter().map(|r| r.lease_until);
+        let local = self.local.iter().flat_map(|l| {
+            [
+                l.talk_deadline,
+                l.last_sent.saturating_add(self.config.keepalive_ms()),
+            ]
+        });
+        leases.chain(local).min()
+    }
+
+    // ------------------------------------------------------------ internals
+
+    fn is_me(&self, c: &Claim) -> bool {
+        c.user_id == self.user_id && c.device_id == self.device_id
+    }
+
+    /// Applies everything due at `now`: forgetting, lease expiry, our cap
+    /// and keep-alive. Emits the resulting events.
+    fn advance(&mut self, now: u64) {
+        self.remembered.retain(|_, forget_at| *forget_at > now);
+        self.latest.retain(|_, (_, _, forget_at)| *forget_at > now);
+        while let Some(i) = self.remote.iter().position(|r| r.lease_until <= now) {
+            self.end_remote(i, EndReason::LeaseExpired, now);
+        }
+        let keepalive = self.config.keepalive_ms();
+        let capped = self.local.as_ref().is_some_and(|l| now >= l.talk_deadline);
+        if capped {
+            self.stop_local(StopReason::MaxTalk, now);
+        } else if let Some(local) = self.local.as_mut() {
+            if now >= local.last_sent.saturating_add(keepalive) {
+                self.transmit.push_back(ChunkHeader {
+                    session_id: local.claim.session_id.clone(),
+                    seq: local.next_seq,
+                    start_ts: local.claim.start_ts,
+                    ts: now.max(local.claim.start_ts),
+                    end: false,
+                });
+                local.next_seq += 1;
+                local.last_sent = now;
+            }
+        }
+        self.settle(now);
+    }
+
+    fn stop_local(&mut self, reason: StopReason, now: u64) {
+        let Some(local) = self.local.take() else {
+            return;
+        };
+        let start = local.claim.start_ts;
+        self.transmit.push_back(ChunkHeader {
+            session_id: local.claim.session_id.clone(),
+            seq: local.next_seq.min(MAX_SEQ),
+            start_ts: start,
+            ts: now
+                .max(start)
+                .min(start.saturating_add(self.config.max_talk_ms)),
+            end: true,
+        });
+        self.events.push_back(FloorEvent::StopTransmitting {
+            session_id: local.claim.session_id,
+            reason,
+        });
+    }
+
+    fn remember(&mut self, key: SessionKey, forget_at: u64) {
+        if self.remembered.len() >= MAX_REMEMBERED && !self.remembered.contains_key(&key) {
+            let oldest = self
+                .remembered
+                .iter()
+                .min_by_key(|(_, f)| **f)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.remembered.remove(&k);
+            }
+        }
+        self.remembered.insert(key, forget_at);
+    }
+
+    fn end_remote(&mut self, index: usize, reason: EndReason, now: u64) {
+        let r = self.remote.swap_remove(index);
+        let forget_at = r
+            .forget_at
+            .max(now.saturating_add(MAX_AGE_MS + MAX_FUTURE_MS));
+        self.remember(r.claim.key(), forget_at);
+        self.just_ended.push((r.claim, reason));
+    }
+
+    /// Checks a chunk against the floor state and records it. Returns the
+    /// session's claim if it was accepted.
+    fn accept_chunk(&mut self, chunk: &ValidatedChunk, now: u64) -> Result<Claim, Rejection> {
+        if chunk.room_id() != &self.room_id {
+            return Err(Rejection::WrongRoom);
+        }
+        if chunk.sender() == &self.user_id && chunk.sender_device() == &self.device_id {
+            return Err(Rejection::OwnDevice);
+        }
+        let h = chunk.header();
+        let key: SessionKey = (
+            chunk.sender().clone(),
+            chunk.sender_device().clone(),
+            h.session_id.clone(),
+        );
+        if self.remembered.contains_key(&key) {
+            return Err(Rejection::Ended);
+        }
+        if h.ts > now.saturating_add(MAX_FUTURE_MS) {
+            return Err(Rejection::FromFuture { ts: h.ts, now });
+        }
+        if h.ts.saturating_add(MAX_AGE_MS) < now {
+            return Err(Rejection::Stale { ts: h.ts, now });
+        }
+        let over_max_talk = h.ts.saturating_sub(h.start_ts)
+            > self.config.max_talk_ms.saturating_add(MAX_TALK_SLACK_MS);
+        let horizon = now.saturating_add(self.memory_horizon_ms());
+        let lease_until = now.saturating_add(self.config.lease_ms);
+
+        if let Some(i) = self.remote.iter().position(|r| r.claim.key() == key) {
+            let r = &mut self.remote[i];
+            if r.claim.start_ts != h.start_ts {
+                return Err(Rejection::StartChanged);
+            }
+            if over_max_talk {
+                self.end_remote(i, EndReason::MaxTalk, now);
+                return Err(Rejection::OverMaxTalk);
+            }
+            if h.seq > r.highest_seq {
+                let shift = h.seq - r.highest_seq;
+                r.window = if shift >= SEQ_WINDOW {
+                    1
+                } else {
+                    (r.window << shift) | 1
+                };
+                r.highest_seq = h.seq;
+            } else {
+                let back = r.highest_seq - h.seq;
+                if back >= SEQ_WINDOW {
+                    return Err(Rejection::SeqTooOld {
+                        seq: h.seq,
+                        highest: r.highest_seq,
+                    });
+                }
+                let bit = 1u64 << back;
+                if r.window & bit != 0 {
+                    return Err(Rejection::Duplicate(h.seq));
+                }
+                r.window |= bit;
+            }
+            r.lease_until = r.lease_until.max(lease_until);
+            let claim = r.claim.clone();
+            if h.end {
+                self.end_remote(i, EndReason::Released, now);
+            }
+            return Ok(claim);
+        }
+
+        // A session we have not seen: this message is its claim.
+        if over_max_talk {
+            self.remember(key, horizon);
+            return Err(Rejection::OverMaxTalk);
+        }
+        let device: DeviceKey = (key.0.clone(), key.1.clone());
+        let superseded = self
+            .latest
+            .get(&device)
+            .is_some_and(|(start, sid, _)| (h.start_ts, &h.session_id) < (*start, sid));
+        if superseded {
+            self.remember(key, horizon);
+            return Err(Rejection::Superseded);
+        }
+        while let Some(i) = self.remote.iter().position(|r| {
+            r.claim.user_id == key.0
+                && r.claim.device_id == key.1
+                && (r.claim.start_ts, &r.claim.session_id) < (h.start_ts, &h.session_id)
+        }) {
+            self.end_remote(i, EndReason::Superseded, now);
+        }
+        if self.remote.len() >= MAX_LIVE_SESSIONS {
+            return Err(Rejection::TooManySessions);
+        }
+        self.latest
+            .insert(device, (h.start_ts, h.session_id.clone(), horizon));
+        let claim = Claim {
+            start_ts: h.start_ts,
+            user_id: key.0,
+            device_id: key.1,
+            session_id: key.2,
+        };
+        self.remote.push(Remote {
+            claim: claim.clone(),
+            highest_seq: h.seq,
+            window: 1,
+            lease_until,
+            forget_at: horizon,
+        });
+        if h.end {
+            let i = self.remote.len() - 1;
+            self.end_remote(i, EndReason::Released, now);
+        }
+        Ok(claim)
+    }
+
+    /// Resolves the floor after inputs: a local talker facing a lower live
+    /// claim stops; then the holder (lowest live claim) is recomputed and
+    /// changes are announced.
+    fn settle(&mut self, now: u64) {
+        if let Some(local) = &self.local {
+            let winner = self
+                .remote
+                .iter()
+                .map(|r| &r.claim)
+                .filter(|c| *c < &local.claim)
+                .min()
+                .cloned();
+            if let Some(winner) = winner {
+                self.stop_local(StopReason::LostTo(winner.clone()), now);
+                self.events.push_back(FloorEvent::Busy { holder: winner });
+            }
+        }
+        let holder = self
+            .local
+            .iter()
+            .map(|l| &l.claim)
+            .chain(self.remote.iter().map(|r| &r.claim))
+            .min()
+            .cloned();
+        if holder != self.announced {
+            if let Some(old) = self.announced.take() {
+                let still_live = self.remote.iter().any(|r| r.claim == old);
+                if !self.is_me(&old) && !still_live {
+                    let reason = self
+                        .just_ended
+                        .iter()
+                        .find(|(c, _)| *c == old)
+                        .map_or(EndReason::LeaseExpired, |(_, r)| *r);
+                    self.events
+                        .push_back(FloorEvent::TalkEnded { claim: old, reason });
+                }
+            }
+            match &holder {
+                Some(c) if !self.is_me(c) => self
+                    .events
+                    .push_back(FloorEvent::Holder { claim: c.clone() }),
+                Some(_) => {}
+                None => self.events.push_back(FloorEvent::Free),
+            }
+            self.announced = holder;
+        }
+        self.just_ended.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests;
