@@ -19,6 +19,7 @@ APT_PACKAGES=(
   librsvg2-dev libxdo-dev libsoup-3.0-dev libjavascriptcoregtk-4.1-dev
   python3 python3-venv
   xvfb xauth dbus trayer xdotool x11-utils imagemagick iproute2
+  espeak-ng sox opus-tools
 )
 
 missing=()

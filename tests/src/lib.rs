@@ -18,3 +18,30 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// Writes `seconds` of synthetic English speech (espeak-ng, resampled by
+/// sox to 48 kHz mono 16-bit) to `path`.
+pub fn speech_wav(path: &std::path::Path, seconds: f64) -> anyhow::Result<()> {
+    use anyhow::{ensure, Context};
+    let raw = path.with_extension("espeak.wav");
+    let text = "This is walkie talkie, testing one two three. The quick brown fox jumps over \
+                the lazy dog, and the eagle lands at noon. Over and out, talk to you soon, \
+                please bring the blue thermos to the meeting point.";
+    let status = std::process::Command::new("espeak-ng")
+        .args(["-s", "150", "-w"])
+        .arg(&raw)
+        .arg(text)
+        .status()
+        .context("running espeak-ng (scripts/setup.sh installs it)")?;
+    ensure!(status.success(), "espeak-ng failed with {status}");
+    let status = std::process::Command::new("sox")
+        .arg(&raw)
+        .args(["-r", "48000", "-c", "1", "-b", "16"])
+        .arg(path)
+        .args(["trim", "0", &format!("{seconds}")])
+        .status()
+        .context("running sox (scripts/setup.sh installs it)")?;
+    ensure!(status.success(), "sox failed with {status}");
+    std::fs::remove_file(&raw).ok();
+    Ok(())
+}

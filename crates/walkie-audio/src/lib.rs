@@ -1,6 +1,14 @@
-//! Walkie's audio crate. Today: the waveform summary that a voice message
-//! carries (`org.matrix.msc1767.audio.waveform`). Capture, Opus, jitter
-//! buffer, playback scheduler and the Ogg writer join it next (see
-//! `docs/architecture.md`).
+//! Walkie's audio crate: the Opus codec (`codec`), the Ogg Opus recording
+//! writer and checker (`ogg_opus`), WAV files (`wav`), the voice-message
+//! waveform (`waveform`), and signal comparison for tests and benchmarks
+//! (`similarity`). Device capture and playback, the jitter buffer and the
+//! mixing queue follow (see `docs/architecture.md`).
 
+pub mod codec;
+pub mod ogg_opus;
+pub mod similarity;
+pub mod wav;
 pub mod waveform;
+
+#[cfg(test)]
+mod test_signal;

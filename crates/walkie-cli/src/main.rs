@@ -1,11 +1,27 @@
-//! `walkie`: the headless Walkie client. Today it resolves and checks a
-//! homeserver; login, talk and listen follow with the engine.
+//! `walkie`: the headless Walkie client. Signs in once (`login`), then
+//! manages walkie groups and consent, talks from WAV files and listens into
+//! WAV files, printing JSON for scripts. Each failure has its own exit code
+//! (see `exit.rs`).
 #![recursion_limit = "256"]
 
-use std::process::ExitCode;
+mod exit;
+mod listen;
+mod session_file;
+mod talk;
 
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use walkie_core::AccountError;
+use serde_json::json;
+use walkie_core::{
+    engine::now_ms,
+    matrix_sdk::ruma::{OwnedRoomOrAliasId, OwnedUserId, RoomAliasId},
+    protocol::Consent,
+    Account, Engine, EngineEvent, EngineTasks, SignInRequest,
+};
+
+use exit::CliError;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -14,6 +30,9 @@ use walkie_core::AccountError;
     about = "Matrix push-to-talk from the command line"
 )]
 struct Cli {
+    /// Where this client keeps its session and encrypted store.
+    #[arg(long, env = "WALKIE_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,48 +45,347 @@ enum Command {
         /// `example.org`, `@alice:example.org` or `https://matrix.example.org`
         server: String,
     },
+    /// Sign in with a password (this directory then stays one device).
+    Login {
+        /// Homeserver URL or server name; defaults to the user id's server.
+        #[arg(long)]
+        homeserver: Option<String>,
+        /// `@alice:example.org`, or a localpart with --homeserver.
+        #[arg(long)]
+        user: String,
+        #[arg(long, env = "WALKIE_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+    /// Sign out and delete this client's local data.
+    Logout,
+    /// The joined rooms, and which are walkie groups.
+    Rooms,
+    /// Create an encrypted walkie group room and print its id.
+    Create {
+        name: String,
+        #[arg(long)]
+        invite: Vec<String>,
+    },
+    /// Join a room by id or alias.
+    Join { room: String },
+    /// Make a joined room a walkie group.
+    Enable { room: String },
+    /// Grant this device's consent (`--for 15m|1h|8h|forever`, or any
+    /// number with s/m/h) or revoke it (`--revoke`).
+    Consent {
+        room: String,
+        #[arg(long = "for", conflicts_with = "revoke")]
+        duration: Option<String>,
+        #[arg(long)]
+        revoke: bool,
+        /// Consent to receive only, not to talk.
+        #[arg(long)]
+        receive_only: bool,
+    },
+    /// Consenting devices with their remaining time, and who holds the floor.
+    Status { room: String },
+    /// Talk a 48 kHz WAV file into a room, live.
+    Talk {
+        room: String,
+        #[arg(long)]
+        wav: PathBuf,
+        /// 20 ms frames per to-device message.
+        #[arg(long, default_value_t = 2)]
+        batch: usize,
+    },
+    /// Listen: one JSON line per event on stdout, one WAV per talk in --out.
+    Listen {
+        rooms: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Exit after this many talks were saved.
+        #[arg(long)]
+        talks: Option<usize>,
+        /// Exit after this many seconds.
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
 }
 
-/// Exit codes scripts can rely on.
-mod exit {
-    pub const UNREACHABLE: u8 = 3;
-    pub const OTHER: u8 = 1;
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    let base = match std::env::var_os("XDG_DATA_HOME") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?).join(".local/share")
+        }
+    };
+    Ok(base.join("walkie/cli"))
+}
+
+/// `15m`, `1h`, `8h`, `90s`, `forever` → expiry timestamp (None = forever).
+fn parse_duration(s: &str) -> anyhow::Result<Option<u64>> {
+    if s == "forever" {
+        return Ok(None);
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("bad duration {s:?}: use 15m, 1h, 8h or forever"))?;
+    let ms = match unit {
+        "s" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => anyhow::bail!("bad duration {s:?}: use 15m, 1h, 8h or forever"),
+    };
+    Ok(Some(now_ms() + ms))
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,matrix_sdk=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command {
-        Command::ServerInfo { server } => {
-            // A user id names its server after the first colon.
-            let server = match server.strip_prefix('@').and_then(|u| u.split_once(':')) {
-                Some((_, name)) => name.to_owned(),
-                None => server,
-            };
-            match walkie_core::discover(&server).await {
-                Ok(info) => match serde_json::to_string(&info) {
-                    Ok(json) => {
-                        println!("{json}");
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => fail(exit::OTHER, &e),
-                },
-                Err(e @ (AccountError::Unreachable { .. } | AccountError::Http(_))) => {
-                    fail(exit::UNREACHABLE, &e)
-                }
-                Err(e) => fail(exit::OTHER, &e),
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("walkie: {e}");
+            ExitCode::from(e.code())
+        }
+    }
+}
+
+async fn restore(data_dir: &std::path::Path) -> Result<Account, CliError> {
+    let saved = session_file::load(data_dir)?.ok_or(CliError::NotSignedIn)?;
+    Ok(Account::restore(data_dir, &saved.homeserver, saved.session).await?)
+}
+
+/// Starts the engine and waits for its first sync (room state known).
+async fn start_engine(
+    account: &Account,
+) -> Result<
+    (
+        Engine,
+        EngineTasks,
+        tokio::sync::mpsc::UnboundedReceiver<EngineEvent>,
+    ),
+    CliError,
+> {
+    let (engine, tasks, mut events) = Engine::start(account)?;
+    loop {
+        match events.recv().await {
+            Some(EngineEvent::Ready) => return Ok((engine, tasks, events)),
+            Some(_) => continue,
+            None => {
+                return Err(CliError::Other(anyhow::anyhow!(
+                    "the engine stopped before its first sync"
+                )))
             }
         }
     }
 }
 
-fn fail(code: u8, e: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("walkie: {e}");
-    ExitCode::from(code)
+async fn resolve_room(engine: &Engine, room: &str) -> Result<String, CliError> {
+    if room.starts_with('#') {
+        let alias = RoomAliasId::parse(room)
+            .map_err(|_| CliError::UnknownRoom(format!("bad alias {room}")))?;
+        let resolved = engine
+            .client()
+            .resolve_room_alias(&alias)
+            .await
+            .map_err(|e| CliError::UnknownRoom(format!("unknown room {room}: {e}")))?;
+        return Ok(resolved.room_id.to_string());
+    }
+    Ok(room.to_owned())
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    let data_dir = match cli.data_dir {
+        Some(d) => d,
+        None => default_data_dir()?,
+    };
+    match cli.command {
+        Command::ServerInfo { server } => {
+            let server = match server.strip_prefix('@').and_then(|u| u.split_once(':')) {
+                Some((_, name)) => name.to_owned(),
+                None => server,
+            };
+            let info = walkie_core::discover(&server).await?;
+            println!(
+                "{}",
+                serde_json::to_string(&info).map_err(anyhow::Error::from)?
+            );
+        }
+        Command::Login {
+            homeserver,
+            user,
+            password,
+        } => {
+            let server = match homeserver {
+                Some(h) => h,
+                None => user
+                    .split_once(':')
+                    .map(|(_, s)| s.to_owned())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "give --homeserver, or a full user id like @alice:example.org"
+                        )
+                    })?,
+            };
+            let req = SignInRequest {
+                server,
+                user,
+                password,
+                device_display_name: "walkie CLI".into(),
+            };
+            let account = Account::sign_in(&data_dir, &req).await?;
+            let session = account.session().context("signed in without a session")?;
+            session_file::save(
+                &data_dir,
+                &session_file::SavedSession {
+                    homeserver: account.client().homeserver().to_string(),
+                    session,
+                },
+            )?;
+            println!(
+                "{}",
+                json!({"user_id": account.user_id(), "device_id": account.device_id()})
+            );
+        }
+        Command::Logout => {
+            let account = restore(&data_dir).await?;
+            if let Err(e) = account.client().matrix_auth().logout().await {
+                tracing::warn!(error = %e, "the homeserver did not take the logout; deleting local data anyway");
+            }
+            std::fs::remove_dir_all(&data_dir)
+                .with_context(|| format!("deleting {}", data_dir.display()))?;
+            println!("{}", json!({"signed_out": account.user_id()}));
+        }
+        Command::Rooms => {
+            let account = restore(&data_dir).await?;
+            let (engine, tasks, _events) = start_engine(&account).await?;
+            let groups = engine.groups();
+            for room in engine.client().joined_rooms() {
+                let id = room.room_id().to_string();
+                let name = room.cached_display_name().map(|n| n.to_string());
+                println!(
+                    "{}",
+                    json!({"room_id": id, "name": name, "walkie": groups.contains(&id)})
+                );
+            }
+            tasks.stop().await;
+        }
+        Command::Create { name, invite } => {
+            let account = restore(&data_dir).await?;
+            let invite: Vec<OwnedUserId> = invite
+                .iter()
+                .map(|u| {
+                    OwnedUserId::try_from(u.as_str())
+                        .map_err(|_| anyhow::anyhow!("bad user id {u}"))
+                })
+                .collect::<Result<_, _>>()?;
+            let request = walkie_core::engine::room_state::create_request(&name, invite)?;
+            let room = account
+                .client()
+                .create_room(request)
+                .await
+                .map_err(walkie_core::EngineError::from)?;
+            println!("{}", json!({"room_id": room.room_id().to_string()}));
+        }
+        Command::Join { room } => {
+            let account = restore(&data_dir).await?;
+            let id = OwnedRoomOrAliasId::try_from(room.as_str())
+                .map_err(|_| CliError::UnknownRoom(format!("bad room {room}")))?;
+            let joined = account
+                .client()
+                .join_room_by_id_or_alias(&id, &[])
+                .await
+                .map_err(|e| CliError::UnknownRoom(format!("cannot join {room}: {e}")))?;
+            println!("{}", json!({"room_id": joined.room_id().to_string()}));
+        }
+        Command::Enable { room } => {
+            let account = restore(&data_dir).await?;
+            let (engine, tasks, _events) = start_engine(&account).await?;
+            let room = resolve_room(&engine, &room).await?;
+            engine.enable(&room).await?;
+            println!("{}", json!({"room_id": room, "walkie": true}));
+            tasks.stop().await;
+        }
+        Command::Consent {
+            room,
+            duration,
+            revoke,
+            receive_only,
+        } => {
+            let account = restore(&data_dir).await?;
+            let (engine, tasks, _events) = start_engine(&account).await?;
+            let room = resolve_room(&engine, &room).await?;
+            let consent = if revoke {
+                None
+            } else {
+                let expires_ts = parse_duration(duration.as_deref().unwrap_or("1h"))?;
+                Some(Consent {
+                    receive: true,
+                    talk: !receive_only,
+                    expires_ts,
+                })
+            };
+            engine.set_consent(&room, consent).await?;
+            println!(
+                "{}",
+                json!({"room_id": room, "consent": consent.map(|c| json!({"talk": c.talk, "expires_ts": c.expires_ts}))})
+            );
+            tasks.stop().await;
+        }
+        Command::Status { room } => {
+            let account = restore(&data_dir).await?;
+            let (engine, tasks, _events) = start_engine(&account).await?;
+            let room = resolve_room(&engine, &room).await?;
+            let status = engine.status(&room)?;
+            println!(
+                "{}",
+                serde_json::to_string(&status).map_err(anyhow::Error::from)?
+            );
+            tasks.stop().await;
+        }
+        Command::Talk { room, wav, batch } => {
+            if !(1..=walkie_core::protocol::MAX_FRAMES_PER_CHUNK).contains(&batch) {
+                return Err(anyhow::anyhow!(
+                    "--batch must be 1 to {}",
+                    walkie_core::protocol::MAX_FRAMES_PER_CHUNK
+                )
+                .into());
+            }
+            let account = restore(&data_dir).await?;
+            let (engine, tasks, _events) = start_engine(&account).await?;
+            let room = resolve_room(&engine, &room).await?;
+            let summary = talk::run(&engine, &room, &wav, batch).await;
+            tasks.stop().await;
+            println!(
+                "{}",
+                serde_json::to_string(&summary?).map_err(anyhow::Error::from)?
+            );
+        }
+        Command::Listen {
+            rooms,
+            out,
+            talks,
+            timeout,
+        } => {
+            let account = restore(&data_dir).await?;
+            let (engine, tasks, events) = start_engine(&account).await?;
+            let mut resolved = Vec::new();
+            for r in &rooms {
+                resolved.push(resolve_room(&engine, r).await?);
+            }
+            println!(
+                "{}",
+                json!({"event": "listening", "rooms": resolved, "user_id": account.user_id(), "device_id": account.device_id()})
+            );
+            let timeout = timeout.map(Duration::from_secs_f64);
+            let result = listen::run(events, &resolved, &out, talks, timeout).await;
+            tasks.stop().await;
+            result?;
+        }
+    }
+    Ok(())
 }

@@ -4,7 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use matrix_sdk::{ruma::api::error::ErrorKind, Client, ClientBuildError, HttpError};
+use matrix_sdk::{
+    authentication::matrix::MatrixSession, ruma::api::error::ErrorKind, Client, ClientBuildError,
+    HttpError,
+};
 use thiserror::Error;
 
 /// What can go wrong while opening or signing in an account.
@@ -105,6 +108,39 @@ impl Account {
             client,
             data_dir: data_dir.to_owned(),
         })
+    }
+
+    /// Restores a session saved from [`Account::session`] without signing
+    /// in again (same device, same store).
+    pub async fn restore(
+        data_dir: &Path,
+        homeserver: &str,
+        session: MatrixSession,
+    ) -> Result<Self, AccountError> {
+        let client = Client::builder()
+            .homeserver_url(homeserver)
+            .sqlite_store(data_dir.join(STORE_DIR), None)
+            .build()
+            .await
+            .map_err(|source| AccountError::Unreachable {
+                server: homeserver.to_owned(),
+                source,
+            })?;
+        client
+            .matrix_auth()
+            .restore_session(session, Default::default())
+            .await
+            .map_err(|e| AccountError::Matrix(Box::new(e)))?;
+        Ok(Self {
+            client,
+            data_dir: data_dir.to_owned(),
+        })
+    }
+
+    /// The session (user, device, access token) to save for [`Account::restore`].
+    /// It holds a secret: store it only where secrets belong.
+    pub fn session(&self) -> Option<MatrixSession> {
+        self.client.matrix_auth().session()
     }
 
     pub fn client(&self) -> &Client {

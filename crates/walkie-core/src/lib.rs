@@ -8,11 +8,13 @@
 pub mod account;
 pub mod backoff;
 pub mod consent;
+pub mod engine;
 pub mod floor;
 pub mod protocol;
 pub mod sync_loop;
 
 pub use account::{discover, Account, AccountError, ServerInfo, SignInRequest};
+pub use engine::{Engine, EngineError, EngineEvent, EngineTasks, Talk};
 pub use sync_loop::{SyncLoop, SyncLoopHandle};
 
 /// Re-exported so shells and tests use exactly the engine's matrix-sdk.

@@ -1,0 +1,226 @@
+//! Live talk through a real Synapse with the real CLI: alice (one device)
+//! talks a 5 s speech WAV; bob's consenting device receives audio that
+//! matches the source; bob's other device and carol (no consent) are sent no
+//! walkie message at all.
+#![recursion_limit = "256"]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
+use walkie_audio::{similarity::normalised_cross_correlation, wav};
+use walkie_tests::{speech_wav, Synapse};
+
+const WALKIE: &str = env!("CARGO_BIN_EXE_walkie");
+
+struct Cli {
+    dir: PathBuf,
+}
+
+impl Cli {
+    fn new(root: &Path, name: &str) -> Self {
+        Self {
+            dir: root.join(name),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(WALKIE);
+        cmd.arg("--data-dir")
+            .arg(&self.dir)
+            .env("RUST_LOG", "warn,walkie_core=info");
+        cmd
+    }
+
+    /// Runs a command to completion; fails with its stderr unless it succeeded.
+    fn ok(&self, args: &[&str]) -> Result<Value> {
+        let out: Output = self.command().args(args).output()?;
+        ensure!(
+            out.status.success(),
+            "walkie {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        Ok(serde_json::from_str(
+            stdout.lines().last().unwrap_or("null"),
+        )?)
+    }
+
+    /// Starts `walkie listen`; returns once it printed `listening`, with a
+    /// channel of its later stdout lines.
+    fn listen(&self, args: &[&str]) -> Result<(Child, mpsc::Receiver<Value>)> {
+        let mut child = self
+            .command()
+            .arg("listen")
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("listen stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(v) if v["event"] == "listening" => Ok((child, rx)),
+            Ok(v) => bail!("listen printed {v} first"),
+            Err(_) => bail!("listen did not start"),
+        }
+    }
+}
+
+fn login(hs: &Synapse, cli: &Cli, user: &walkie_tests::Registered) -> Result<Value> {
+    cli.ok(&[
+        "login",
+        "--homeserver",
+        &hs.url(),
+        "--user",
+        &user.user_id,
+        "--password",
+        &user.password,
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alice_talks_and_only_bobs_consenting_device_hears_it() -> Result<()> {
+    let hs = Synapse::start().await?;
+    let root = tempfile::tempdir()?;
+    let (alice_r, bob_r, carol_r) = (
+        hs.register("alice").await?,
+        hs.register("bob").await?,
+        hs.register("carol").await?,
+    );
+    let (alice, bob1, bob2, carol) = (
+        Cli::new(root.path(), "alice"),
+        Cli::new(root.path(), "bob1"),
+        Cli::new(root.path(), "bob2"),
+        Cli::new(root.path(), "carol"),
+    );
+    login(&hs, &alice, &alice_r)?;
+    let bob1_device = login(&hs, &bob1, &bob_r)?["device_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    login(&hs, &bob2, &bob_r)?;
+    login(&hs, &carol, &carol_r)?;
+
+    let room = alice.ok(&[
+        "create",
+        "Walkie test",
+        "--invite",
+        &bob_r.user_id,
+        "--invite",
+        &carol_r.user_id,
+    ])?;
+    let room = room["room_id"].as_str().context("no room id")?.to_owned();
+    bob1.ok(&["join", &room])?;
+    carol.ok(&["join", &room])?;
+    alice.ok(&["consent", &room, "--for", "1h"])?;
+    bob1.ok(&["consent", &room, "--for", "1h"])?;
+
+    let status = alice.ok(&["status", &room])?;
+    let devices: Vec<&str> = status["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["device_id"].as_str())
+        .collect();
+    assert_eq!(devices.len(), 2, "status: {status}");
+    assert!(devices.contains(&bob1_device.as_str()), "status: {status}");
+
+    let speech = root.path().join("speech.wav");
+    speech_wav(&speech, 5.0)?;
+    let out1 = root.path().join("out-bob1");
+    let (mut l1, rx1) = bob1.listen(&[
+        &room,
+        "--out",
+        out1.to_str().unwrap_or_default(),
+        "--talks",
+        "1",
+        "--timeout",
+        "60",
+    ])?;
+    let (mut l2, rx2) = bob2.listen(&[
+        &room,
+        "--out",
+        root.path().join("out-bob2").to_str().unwrap_or_default(),
+        "--timeout",
+        "12",
+    ])?;
+    let (mut l3, rx3) = carol.listen(&[
+        &room,
+        "--out",
+        root.path().join("out-carol").to_str().unwrap_or_default(),
+        "--timeout",
+        "12",
+    ])?;
+
+    let summary = alice.ok(&["talk", &room, "--wav", speech.to_str().unwrap_or_default()])?;
+    assert_eq!(summary["send_errors"], 0, "talk: {summary}");
+    assert_eq!(summary["frames_sent"], 250, "talk: {summary}");
+
+    ensure!(l1.wait()?.success(), "bob1's listener failed");
+    let events1: Vec<Value> = rx1.try_iter().collect();
+    let saved = events1
+        .iter()
+        .find(|e| e["event"] == "saved")
+        .with_context(|| format!("bob1 saved no talk: {events1:?}"))?;
+    assert_eq!(saved["session_id"], summary["session_id"]);
+    assert!(events1
+        .iter()
+        .any(|e| e["event"] == "talk_started" && e["user_id"] == alice_r.user_id.as_str()));
+    assert!(
+        !events1.iter().any(|e| e["event"] == "dropped"),
+        "bob1 dropped messages: {events1:?}"
+    );
+
+    let source = wav::read_wav_mono_48k(&speech)?;
+    let heard = wav::read_wav_mono_48k(saved["path"].as_str().context("no path")?)?;
+    let len = source.len().min(heard.len());
+    let (corr, lag) = normalised_cross_correlation(&source[..len], &heard[..len], 4800);
+    eprintln!(
+        "bob1 heard {} samples; correlation {corr:.3} at lag {lag}",
+        heard.len()
+    );
+    assert!(
+        corr >= 0.9,
+        "received audio does not match the source: correlation {corr:.3}"
+    );
+    assert!(
+        (heard.len() as i64 - source.len() as i64).abs() <= 960 * 2,
+        "length {} vs {}",
+        heard.len(),
+        source.len()
+    );
+
+    // bob's other device and carol never got a walkie message: no talk, no
+    // audio, and nothing dropped (a dropped event would mean one arrived).
+    ensure!(
+        l2.wait()?.success() && l3.wait()?.success(),
+        "a non-consenting listener failed"
+    );
+    for (who, rx) in [("bob2", rx2), ("carol", rx3)] {
+        let events: Vec<Value> = rx.try_iter().collect();
+        let walkie: Vec<&Value> = events
+            .iter()
+            .filter(|e| {
+                ["talk_started", "audio", "talk_ended", "dropped", "saved"]
+                    .contains(&e["event"].as_str().unwrap_or(""))
+            })
+            .collect();
+        assert!(walkie.is_empty(), "{who} got walkie traffic: {walkie:?}");
+    }
+    Ok(())
+}

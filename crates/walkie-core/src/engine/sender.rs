@@ -1,0 +1,99 @@
+//! The sender task: drains the engine's queue of outgoing audio messages in
+//! order and sends each, Olm-encrypted, to the devices that consent to
+//! receive in its room at that moment. A talker only queues; the ~10–15 ms
+//! each encrypted PUT takes is spent here.
+
+use std::sync::Arc;
+
+use matrix_sdk::ruma::{serde::Raw, OwnedDeviceId, OwnedUserId};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{lock, now_ms, Inner};
+use crate::protocol::{ChunkHeader, RoomId, AUDIO_EVENT_TYPE};
+
+pub(super) enum Outgoing {
+    Chunk {
+        room_id: RoomId,
+        header: ChunkHeader,
+        frames: Vec<Vec<u8>>,
+    },
+    /// Answered once everything queued before it has been sent.
+    Flush(oneshot::Sender<SendStats>),
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct SendStats {
+    pub errors: usize,
+}
+
+pub(super) async fn run(inner: Arc<Inner>, mut queue: mpsc::UnboundedReceiver<Outgoing>) {
+    let mut stats = SendStats::default();
+    while let Some(item) = queue.recv().await {
+        match item {
+            Outgoing::Flush(done) => {
+                let _ = done.send(stats);
+                stats = SendStats::default();
+            }
+            Outgoing::Chunk {
+                room_id,
+                header,
+                frames,
+            } => {
+                if let Err(e) = send_chunk(&inner, &room_id, &header, &frames).await {
+                    stats.errors += 1;
+                    tracing::warn!(room = %room_id, seq = header.seq, error = %e, "sending walkie audio failed");
+                }
+            }
+        }
+    }
+}
+
+async fn send_chunk(
+    inner: &Inner,
+    room_id: &RoomId,
+    header: &ChunkHeader,
+    frames: &[Vec<u8>],
+) -> Result<(), super::EngineError> {
+    let content = header.to_content(room_id, frames)?;
+    let receivers: Vec<(OwnedUserId, OwnedDeviceId)> = {
+        let rooms = lock(&inner.rooms);
+        let Some(rt) = rooms.get(room_id) else {
+            return Ok(());
+        };
+        rt.consents
+            .receivers(now_ms())
+            .into_iter()
+            .filter(|(u, d)| !(u == &inner.user_id && d == &inner.device_id))
+            .filter_map(|(u, d)| Some((u.as_str().try_into().ok()?, d.as_str().into())))
+            .collect()
+    };
+    let mut devices = Vec::with_capacity(receivers.len());
+    for (user, device) in &receivers {
+        match inner.client.encryption().get_device(user, device).await {
+            Ok(Some(d)) => devices.push(d),
+            Ok(None) => tracing::debug!(%user, %device, "consenting device has no known keys yet"),
+            Err(e) => tracing::warn!(%user, %device, error = %e, "device lookup failed"),
+        }
+    }
+    if devices.is_empty() {
+        return Ok(());
+    }
+    let raw = Raw::new(&content)?.cast_unchecked();
+    let failed = inner
+        .client
+        .encryption()
+        .encrypt_and_send_raw_to_device(
+            devices.iter().collect(),
+            AUDIO_EVENT_TYPE,
+            raw,
+            Default::default(),
+        )
+        .await?;
+    if !failed.is_empty() {
+        tracing::warn!(
+            ?failed,
+            "walkie audio could not be encrypted for some devices"
+        );
+    }
+    Ok(())
+}
