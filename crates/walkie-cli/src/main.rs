@@ -359,11 +359,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let (engine, tasks, _events) = start_engine(&account).await?;
             let room = resolve_room(&engine, &room).await?;
             let summary = talk::run(&engine, &room, &wav, batch).await;
+            // The recording goes out now (and stays in the outbox if it cannot).
+            let recording = engine.post_pending().await;
             tasks.stop().await;
-            println!(
-                "{}",
-                serde_json::to_string(&summary?).map_err(anyhow::Error::from)?
-            );
+            let mut out = serde_json::to_value(summary?).map_err(anyhow::Error::from)?;
+            out["recording"] = serde_json::to_value(recording).map_err(anyhow::Error::from)?;
+            println!("{out}");
         }
         Command::Listen {
             rooms,

@@ -222,5 +222,105 @@ async fn alice_talks_and_only_bobs_consenting_device_hears_it() -> Result<()> {
             .collect();
         assert!(walkie.is_empty(), "{who} got walkie traffic: {walkie:?}");
     }
+
+    // The room holds exactly one voice message for the talk; its file,
+    // downloaded and decrypted here, is a valid 5 s Ogg Opus stream.
+    assert_eq!(summary["recording"]["posted"], 1, "talk: {summary}");
+    let voice = voice_messages(&hs, &bob1, &room).await?;
+    assert_eq!(voice.len(), 1, "voice messages: {voice:?}");
+    let (content, ogg) = &voice[0];
+    assert_eq!(content["body"], "Voice message");
+    assert!(
+        content.get("org.matrix.msc3245.voice").is_some(),
+        "not a voice message: {content}"
+    );
+    assert_eq!(
+        content["org.matrix.msc4002.talk"]["session_id"],
+        summary["session_id"]
+    );
+    assert_eq!(content["info"]["mimetype"], "audio/ogg");
+    let waveform = content["org.matrix.msc1767.audio"]["waveform"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        waveform.len() >= 30
+            && waveform
+                .iter()
+                .all(|v| v.as_u64().is_some_and(|v| v <= 1024)),
+        "waveform: {waveform:?}"
+    );
+    assert!(
+        waveform.iter().any(|v| v.as_u64() > Some(0)),
+        "silent waveform"
+    );
+    walkie_audio::ogg_opus::read_ogg_opus(ogg)?;
+    let seconds = opusdec_seconds(ogg, root.path())?;
+    eprintln!("recording: {} bytes, {seconds:.3} s by opusdec", ogg.len());
+    assert!(
+        (seconds - 5.0).abs() <= 0.1,
+        "recording lasts {seconds} s, not 5 s ± 2 %"
+    );
     Ok(())
+}
+
+/// All voice messages in `room` as `cli`'s device sees them, each with its
+/// file downloaded and decrypted by matrix-sdk.
+async fn voice_messages(hs: &Synapse, cli: &Cli, room: &str) -> Result<Vec<(Value, Vec<u8>)>> {
+    use walkie_core::matrix_sdk::{
+        authentication::matrix::MatrixSession,
+        config::SyncSettings,
+        media::{MediaFormat, MediaRequestParameters},
+        room::MessagesOptions,
+        ruma::{
+            events::room::{EncryptedFile, MediaSource},
+            RoomId,
+        },
+    };
+    let saved: Value = serde_json::from_slice(&std::fs::read(cli.dir.join("session.json"))?)?;
+    let session: MatrixSession = serde_json::from_value(saved["session"].clone())?;
+    let account = walkie_core::Account::restore(&cli.dir, &hs.url(), session).await?;
+    let client = account.client();
+    client
+        .sync_once(SyncSettings::default().timeout(Duration::ZERO))
+        .await?;
+    let sdk_room = client
+        .get_room(&RoomId::parse(room)?)
+        .context("room unknown to the client")?;
+    let messages = sdk_room.messages(MessagesOptions::backward()).await?;
+    let mut out = Vec::new();
+    for event in messages.chunk {
+        let value: Value = event.raw().deserialize_as_unchecked()?;
+        ensure!(
+            value["type"] != "m.room.encrypted",
+            "undecryptable event: {value}"
+        );
+        if value["type"] != "m.room.message" || value["content"]["msgtype"] != "m.audio" {
+            continue;
+        }
+        let file: EncryptedFile = serde_json::from_value(value["content"]["file"].clone())?;
+        let request = MediaRequestParameters {
+            source: MediaSource::Encrypted(Box::new(file)),
+            format: MediaFormat::File,
+        };
+        let bytes = client.media().get_media_content(&request, false).await?;
+        out.push((value["content"].clone(), bytes));
+    }
+    Ok(out)
+}
+
+/// Decodes an Ogg Opus file with Debian's opusdec and returns its length.
+fn opusdec_seconds(ogg: &[u8], dir: &Path) -> Result<f64> {
+    let (input, output) = (dir.join("recording.ogg"), dir.join("recording.wav"));
+    std::fs::write(&input, ogg)?;
+    let status = Command::new("opusdec")
+        .arg("--quiet")
+        .arg(&input)
+        .arg(&output)
+        .status()
+        .context("running opusdec (opus-tools)")?;
+    ensure!(status.success(), "opusdec rejected the recording: {status}");
+    let reader = hound::WavReader::open(&output)?;
+    let spec = reader.spec();
+    Ok(reader.duration() as f64 / f64::from(spec.sample_rate))
 }

@@ -5,6 +5,7 @@
 //! that a talker never waits on the network between frames. Shells (the app,
 //! the CLI) talk to it through [`Engine`] and its [`EngineEvent`] stream.
 
+pub mod outbox;
 pub mod room_state;
 mod sender;
 
@@ -145,6 +146,13 @@ struct Inner {
     outgoing: mpsc::UnboundedSender<Outgoing>,
     /// Wakes the driver when a floor's next deadline may have moved.
     wake: Notify,
+    outbox: outbox::Outbox,
+    /// Notified once the first sync was applied.
+    ready: Notify,
+    /// Sessions being journalled right now (not to be posted yet).
+    recording: Mutex<std::collections::HashSet<String>>,
+    /// One outbox pass at a time.
+    posting: tokio::sync::Mutex<()>,
 }
 
 /// The running engine. Cheap to clone.
@@ -176,6 +184,69 @@ fn lock(
     rooms.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn lock_set(
+    set: &Mutex<std::collections::HashSet<String>>,
+) -> MutexGuard<'_, std::collections::HashSet<String>> {
+    set.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What one outbox pass did.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct OutboxReport {
+    pub posted: usize,
+    pub failed: usize,
+    pub pending: usize,
+}
+
+impl Engine {
+    /// Posts every finished recording in the outbox (and any cut off by a
+    /// crash), deleting each once the homeserver acknowledged it. Failures
+    /// stay for the next pass.
+    pub async fn post_pending(&self) -> OutboxReport {
+        let _one_at_a_time = self.inner.posting.lock().await;
+        let mut report = OutboxReport::default();
+        let entries = match self.inner.outbox.pending() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the outbox");
+                return report;
+            }
+        };
+        for meta in entries {
+            if lock_set(&self.inner.recording).contains(&meta.session_id) {
+                report.pending += 1;
+                continue;
+            }
+            let result = async {
+                let packets = self.inner.outbox.packets(&meta.session_id)?;
+                if packets.is_empty() {
+                    return Ok(false);
+                }
+                let recording = outbox::make_recording(&meta.session_id, &packets)?;
+                outbox::post(&self.inner.client, &meta, recording).await?;
+                Ok::<_, outbox::OutboxError>(true)
+            }
+            .await;
+            match result {
+                Ok(posted) => {
+                    if posted {
+                        report.posted += 1;
+                        tracing::info!(session = %meta.session_id, room = %meta.room_id, "recording posted");
+                    }
+                    if let Err(e) = self.inner.outbox.remove(&meta.session_id) {
+                        tracing::error!(error = %e, "cannot delete a posted recording from the outbox");
+                    }
+                }
+                Err(e) => {
+                    report.failed += 1;
+                    tracing::warn!(session = %meta.session_id, error = %e, "posting a recording failed; kept for the next pass");
+                }
+            }
+        }
+        report
+    }
+}
+
 fn random_session_id() -> SessionId {
     let mut bytes = [0u8; 16];
     // The OS RNG only fails on broken systems; a counter-free fallback from
@@ -198,6 +269,8 @@ impl Engine {
         let device_id = DeviceId::parse(&account.device_id())?;
         let (events, events_rx) = mpsc::unbounded_channel();
         let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
+        let outbox = outbox::Outbox::open(&account.data_dir().join("outbox"))
+            .map_err(|e| EngineError::Stopped(e.to_string()))?;
         let inner = Arc::new(Inner {
             client: client.clone(),
             user_id,
@@ -206,6 +279,10 @@ impl Engine {
             events,
             outgoing,
             wake: Notify::new(),
+            outbox,
+            ready: Notify::new(),
+            recording: Mutex::new(Default::default()),
+            posting: tokio::sync::Mutex::new(()),
         });
         let (sync_tx, sync_rx) = mpsc::channel(8);
         let sync = SyncLoop::default().spawn(client, sync_tx);
@@ -334,18 +411,39 @@ impl Engine {
             return Err(EngineError::NoConsent(room.to_owned()));
         }
         rt.local_stop = None;
+        let record = rt.group.recordings != crate::protocol::Recordings::None;
         rt.floor.press(now);
         let busy = pump(&self.inner, &id, rt);
         let session = rt.floor.transmitting().map(|c| c.session_id.clone());
         drop(rooms);
         self.inner.wake.notify_one();
         match (session, busy) {
-            (Some(session_id), _) => Ok(Talk {
-                engine: self.clone(),
-                room_id: id,
-                session_id,
-                frames_sent: 0,
-            }),
+            (Some(session_id), _) => {
+                let journal = if record {
+                    let meta = outbox::EntryMeta {
+                        room_id: id.to_string(),
+                        session_id: session_id.to_string(),
+                        start_ts: now,
+                    };
+                    lock_set(&self.inner.recording).insert(meta.session_id.clone());
+                    match self.inner.outbox.begin(&meta) {
+                        Ok(j) => Some(j),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot journal this talk; it will not be posted");
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                Ok(Talk {
+                    engine: self.clone(),
+                    room_id: id,
+                    session_id,
+                    frames_sent: 0,
+                    journal,
+                })
+            }
             (None, Some(holder)) => Err(EngineError::FloorBusy {
                 holder: describe(&holder),
             }),
@@ -413,6 +511,7 @@ pub struct Talk {
     room_id: RoomId,
     session_id: SessionId,
     frames_sent: usize,
+    journal: Option<outbox::Journal>,
 }
 
 impl Talk {
@@ -442,6 +541,12 @@ impl Talk {
             }
         };
         self.frames_sent += frames.len();
+        if let Some(journal) = self.journal.as_mut() {
+            if let Err(e) = journal.append(&frames) {
+                tracing::error!(error = %e, "journalling the talk failed; the recording will be cut here");
+                self.journal = None;
+            }
+        }
         inner
             .outgoing
             .send(Outgoing::Chunk {
@@ -477,6 +582,8 @@ impl Talk {
             .send(Outgoing::Flush(done))
             .map_err(|_| EngineError::ShutDown)?;
         let stats = flushed.await.map_err(|_| EngineError::ShutDown)?;
+        drop(self.journal);
+        lock_set(&inner.recording).remove(self.session_id.as_str());
         Ok(TalkSummary {
             session_id: self.session_id.to_string(),
             frames_sent: self.frames_sent,
@@ -579,6 +686,8 @@ async fn drive(inner: Arc<Inner>, mut syncs: mpsc::Receiver<SyncResponse>) {
                 handle_sync(&inner, response, first).await;
                 if first {
                     first = false;
+                    inner.ready.notify_waiters();
+                    inner.ready.notify_one();
                     let _ = inner.events.send(EngineEvent::Ready);
                 }
             }
