@@ -65,6 +65,9 @@ enum Command {
         name: String,
         #[arg(long)]
         invite: Vec<String>,
+        /// Longest talk, in seconds (default 60).
+        #[arg(long)]
+        max_talk: Option<u64>,
     },
     /// Join a room by id or alias.
     Join { room: String },
@@ -92,6 +95,10 @@ enum Command {
         /// 20 ms frames per to-device message.
         #[arg(long, default_value_t = 2)]
         batch: usize,
+        /// Press at this wall-clock time (ms since the Unix epoch) instead of
+        /// at once: scripted peers and collision tests.
+        #[arg(long)]
+        start_at: Option<u64>,
     },
     /// Listen: one JSON line per event on stdout, one WAV per talk in --out.
     Listen {
@@ -184,6 +191,19 @@ async fn start_engine(
     }
 }
 
+/// Ends a command: recordings left in the outbox (e.g. by a talk that was
+/// killed) go out first, then the engine stops.
+async fn finish(engine: &Engine, tasks: EngineTasks) {
+    let report = engine.post_pending().await;
+    if report.posted + report.failed > 0 {
+        eprintln!(
+            "walkie: outbox: {} recording(s) posted, {} failed (kept for the next run)",
+            report.posted, report.failed
+        );
+    }
+    tasks.stop().await;
+}
+
 async fn resolve_room(engine: &Engine, room: &str) -> Result<String, CliError> {
     if room.starts_with('#') {
         let alias = RoomAliasId::parse(room)
@@ -272,9 +292,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     json!({"room_id": id, "name": name, "walkie": groups.contains(&id)})
                 );
             }
-            tasks.stop().await;
+            finish(&engine, tasks).await;
         }
-        Command::Create { name, invite } => {
+        Command::Create {
+            name,
+            invite,
+            max_talk,
+        } => {
             let account = restore(&data_dir).await?;
             let invite: Vec<OwnedUserId> = invite
                 .iter()
@@ -283,7 +307,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                         .map_err(|_| anyhow::anyhow!("bad user id {u}"))
                 })
                 .collect::<Result<_, _>>()?;
-            let request = walkie_core::engine::room_state::create_request(&name, invite)?;
+            let mut group = walkie_core::protocol::WalkieGroup::default();
+            if let Some(secs) = max_talk {
+                group.max_talk_ms = secs * 1000;
+                group.validate().map_err(anyhow::Error::from)?;
+            }
+            let request = walkie_core::engine::room_state::create_request(&name, invite, &group)?;
             let room = account
                 .client()
                 .create_room(request)
@@ -308,7 +337,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let room = resolve_room(&engine, &room).await?;
             engine.enable(&room).await?;
             println!("{}", json!({"room_id": room, "walkie": true}));
-            tasks.stop().await;
+            finish(&engine, tasks).await;
         }
         Command::Consent {
             room,
@@ -334,7 +363,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 "{}",
                 json!({"room_id": room, "consent": consent.map(|c| json!({"talk": c.talk, "expires_ts": c.expires_ts}))})
             );
-            tasks.stop().await;
+            finish(&engine, tasks).await;
         }
         Command::Status { room } => {
             let account = restore(&data_dir).await?;
@@ -345,9 +374,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 "{}",
                 serde_json::to_string(&status).map_err(anyhow::Error::from)?
             );
-            tasks.stop().await;
+            finish(&engine, tasks).await;
         }
-        Command::Talk { room, wav, batch } => {
+        Command::Talk {
+            room,
+            wav,
+            batch,
+            start_at,
+        } => {
             if !(1..=walkie_core::protocol::MAX_FRAMES_PER_CHUNK).contains(&batch) {
                 return Err(anyhow::anyhow!(
                     "--batch must be 1 to {}",
@@ -358,10 +392,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let account = restore(&data_dir).await?;
             let (engine, tasks, _events) = start_engine(&account).await?;
             let room = resolve_room(&engine, &room).await?;
+            if let Some(at) = start_at {
+                let wait = at.saturating_sub(now_ms());
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
             let summary = talk::run(&engine, &room, &wav, batch).await;
             // The recording goes out now (and stays in the outbox if it cannot).
             let recording = engine.post_pending().await;
-            tasks.stop().await;
+            finish(&engine, tasks).await;
             let mut out = serde_json::to_value(summary?).map_err(anyhow::Error::from)?;
             out["recording"] = serde_json::to_value(recording).map_err(anyhow::Error::from)?;
             println!("{out}");
@@ -384,7 +422,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             );
             let timeout = timeout.map(Duration::from_secs_f64);
             let result = listen::run(events, &resolved, &out, talks, timeout).await;
-            tasks.stop().await;
+            finish(&engine, tasks).await;
             result?;
         }
     }

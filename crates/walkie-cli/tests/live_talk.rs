@@ -4,94 +4,13 @@
 //! walkie message at all.
 #![recursion_limit = "256"]
 
-use std::{
-    io::{BufRead, BufReader},
-    path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
-
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use walkie_audio::{similarity::normalised_cross_correlation, wav};
 use walkie_tests::{speech_wav, Synapse};
 
-const WALKIE: &str = env!("CARGO_BIN_EXE_walkie");
-
-struct Cli {
-    dir: PathBuf,
-}
-
-impl Cli {
-    fn new(root: &Path, name: &str) -> Self {
-        Self {
-            dir: root.join(name),
-        }
-    }
-
-    fn command(&self) -> Command {
-        let mut cmd = Command::new(WALKIE);
-        cmd.arg("--data-dir")
-            .arg(&self.dir)
-            .env("RUST_LOG", "warn,walkie_core=info");
-        cmd
-    }
-
-    /// Runs a command to completion; fails with its stderr unless it succeeded.
-    fn ok(&self, args: &[&str]) -> Result<Value> {
-        let out: Output = self.command().args(args).output()?;
-        ensure!(
-            out.status.success(),
-            "walkie {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        Ok(serde_json::from_str(
-            stdout.lines().last().unwrap_or("null"),
-        )?)
-    }
-
-    /// Starts `walkie listen`; returns once it printed `listening`, with a
-    /// channel of its later stdout lines.
-    fn listen(&self, args: &[&str]) -> Result<(Child, mpsc::Receiver<Value>)> {
-        let mut child = self
-            .command()
-            .arg("listen")
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let stdout = child.stdout.take().context("listen stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(v).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(v) if v["event"] == "listening" => Ok((child, rx)),
-            Ok(v) => bail!("listen printed {v} first"),
-            Err(_) => bail!("listen did not start"),
-        }
-    }
-}
-
-fn login(hs: &Synapse, cli: &Cli, user: &walkie_tests::Registered) -> Result<Value> {
-    cli.ok(&[
-        "login",
-        "--homeserver",
-        &hs.url(),
-        "--user",
-        &user.user_id,
-        "--password",
-        &user.password,
-    ])
-}
+mod common;
+use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alice_talks_and_only_bobs_consenting_device_hears_it() -> Result<()> {
@@ -262,65 +181,4 @@ async fn alice_talks_and_only_bobs_consenting_device_hears_it() -> Result<()> {
         "recording lasts {seconds} s, not 5 s ± 2 %"
     );
     Ok(())
-}
-
-/// All voice messages in `room` as `cli`'s device sees them, each with its
-/// file downloaded and decrypted by matrix-sdk.
-async fn voice_messages(hs: &Synapse, cli: &Cli, room: &str) -> Result<Vec<(Value, Vec<u8>)>> {
-    use walkie_core::matrix_sdk::{
-        authentication::matrix::MatrixSession,
-        config::SyncSettings,
-        media::{MediaFormat, MediaRequestParameters},
-        room::MessagesOptions,
-        ruma::{
-            events::room::{EncryptedFile, MediaSource},
-            RoomId,
-        },
-    };
-    let saved: Value = serde_json::from_slice(&std::fs::read(cli.dir.join("session.json"))?)?;
-    let session: MatrixSession = serde_json::from_value(saved["session"].clone())?;
-    let account = walkie_core::Account::restore(&cli.dir, &hs.url(), session).await?;
-    let client = account.client();
-    client
-        .sync_once(SyncSettings::default().timeout(Duration::ZERO))
-        .await?;
-    let sdk_room = client
-        .get_room(&RoomId::parse(room)?)
-        .context("room unknown to the client")?;
-    let messages = sdk_room.messages(MessagesOptions::backward()).await?;
-    let mut out = Vec::new();
-    for event in messages.chunk {
-        let value: Value = event.raw().deserialize_as_unchecked()?;
-        ensure!(
-            value["type"] != "m.room.encrypted",
-            "undecryptable event: {value}"
-        );
-        if value["type"] != "m.room.message" || value["content"]["msgtype"] != "m.audio" {
-            continue;
-        }
-        let file: EncryptedFile = serde_json::from_value(value["content"]["file"].clone())?;
-        let request = MediaRequestParameters {
-            source: MediaSource::Encrypted(Box::new(file)),
-            format: MediaFormat::File,
-        };
-        let bytes = client.media().get_media_content(&request, false).await?;
-        out.push((value["content"].clone(), bytes));
-    }
-    Ok(out)
-}
-
-/// Decodes an Ogg Opus file with Debian's opusdec and returns its length.
-fn opusdec_seconds(ogg: &[u8], dir: &Path) -> Result<f64> {
-    let (input, output) = (dir.join("recording.ogg"), dir.join("recording.wav"));
-    std::fs::write(&input, ogg)?;
-    let status = Command::new("opusdec")
-        .arg("--quiet")
-        .arg(&input)
-        .arg(&output)
-        .status()
-        .context("running opusdec (opus-tools)")?;
-    ensure!(status.success(), "opusdec rejected the recording: {status}");
-    let reader = hound::WavReader::open(&output)?;
-    let spec = reader.spec();
-    Ok(reader.duration() as f64 / f64::from(spec.sample_rate))
 }

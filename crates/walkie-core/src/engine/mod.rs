@@ -532,12 +532,14 @@ impl Talk {
         let header = match rt.floor.next_audio_header(first_frame_ts, now) {
             Some(h) if h.session_id == self.session_id => h,
             _ => {
-                let reason = rt
-                    .local_stop
-                    .clone()
-                    .map(|r| stop_reason(&r))
-                    .unwrap_or_else(|| "not transmitting".into());
-                return Err(EngineError::Stopped(reason));
+                return Err(match rt.local_stop.clone() {
+                    // Lost a collision: the other talker holds the floor.
+                    Some(StopReason::LostTo(claim)) => EngineError::FloorBusy {
+                        holder: describe(&claim),
+                    },
+                    Some(other) => EngineError::Stopped(stop_reason(&other)),
+                    None => EngineError::Stopped("not transmitting".into()),
+                });
             }
         };
         self.frames_sent += frames.len();

@@ -115,6 +115,7 @@ pub async fn set_consent(
 pub fn create_request(
     name: &str,
     invite: Vec<matrix_sdk::ruma::OwnedUserId>,
+    group: &WalkieGroup,
 ) -> Result<CreateRoomRequest, EngineError> {
     let mut request = CreateRoomRequest::new();
     request.name = Some(name.to_owned());
@@ -124,7 +125,7 @@ pub fn create_request(
     let group: Raw<_> = Raw::new(&json!({
         "type": GROUP_EVENT_TYPE,
         "state_key": "",
-        "content": WalkieGroup::default().to_content(),
+        "content": group.to_content(),
     }))?
     .cast_unchecked();
     request.initial_state = vec![

@@ -1,0 +1,191 @@
+//! Shared helpers for the CLI's end-to-end tests: run `walkie` with its own
+//! data directory per device, start listeners, read back voice messages.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
+use walkie_tests::Synapse;
+
+pub const WALKIE: &str = env!("CARGO_BIN_EXE_walkie");
+
+pub struct Cli {
+    pub dir: PathBuf,
+}
+
+impl Cli {
+    pub fn new(root: &Path, name: &str) -> Self {
+        Self {
+            dir: root.join(name),
+        }
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(WALKIE);
+        cmd.arg("--data-dir")
+            .arg(&self.dir)
+            .env("RUST_LOG", "warn,walkie_core=info");
+        cmd
+    }
+
+    /// Runs a command to completion; fails with its stderr unless it succeeded.
+    pub fn ok(&self, args: &[&str]) -> Result<Value> {
+        let out: Output = self.command().args(args).output()?;
+        ensure!(
+            out.status.success(),
+            "walkie {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        Ok(serde_json::from_str(
+            stdout.lines().last().unwrap_or("null"),
+        )?)
+    }
+
+    /// Starts `walkie listen`; returns once it printed `listening`, with a
+    /// channel of its later stdout lines.
+    pub fn listen(&self, args: &[&str]) -> Result<(Child, mpsc::Receiver<Value>)> {
+        let mut child = self
+            .command()
+            .arg("listen")
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("listen stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(v) if v["event"] == "listening" => Ok((child, rx)),
+            Ok(v) => bail!("listen printed {v} first"),
+            Err(_) => bail!("listen did not start"),
+        }
+    }
+}
+
+pub fn login(hs: &Synapse, cli: &Cli, user: &walkie_tests::Registered) -> Result<Value> {
+    cli.ok(&[
+        "login",
+        "--homeserver",
+        &hs.url(),
+        "--user",
+        &user.user_id,
+        "--password",
+        &user.password,
+    ])
+}
+
+/// Collects a listener's output lines that arrived so far.
+pub fn drain(rx: &mpsc::Receiver<Value>) -> Vec<Value> {
+    rx.try_iter().collect()
+}
+
+/// Waits for a listener line matching `pred`, up to `limit`; returns it and
+/// everything before it.
+pub fn wait_for(
+    rx: &mpsc::Receiver<Value>,
+    limit: Duration,
+    mut pred: impl FnMut(&Value) -> bool,
+) -> Result<(Value, Vec<Value>)> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(v) if pred(&v) => return Ok((v, seen)),
+            Ok(v) => seen.push(v),
+            Err(_) => bail!("no matching line within {limit:?}; saw {seen:?}"),
+        }
+    }
+}
+
+/// A group: alice creates it and invites the others, who join.
+pub fn group(alice: &Cli, others: &[(&Cli, &str)], extra: &[&str]) -> Result<String> {
+    let mut args = vec!["create", "Walkie test"];
+    for (_, user) in others {
+        args.extend(["--invite", user]);
+    }
+    args.extend(extra);
+    let room = alice.ok(&args)?;
+    let room = room["room_id"].as_str().context("no room id")?.to_owned();
+    for (cli, _) in others {
+        cli.ok(&["join", &room])?;
+    }
+    Ok(room)
+}
+
+/// All voice messages in `room` as `cli`'s device sees them, each with its
+/// file downloaded and decrypted by matrix-sdk.
+pub async fn voice_messages(hs: &Synapse, cli: &Cli, room: &str) -> Result<Vec<(Value, Vec<u8>)>> {
+    use walkie_core::matrix_sdk::{
+        authentication::matrix::MatrixSession,
+        config::SyncSettings,
+        media::{MediaFormat, MediaRequestParameters},
+        room::MessagesOptions,
+        ruma::{
+            events::room::{EncryptedFile, MediaSource},
+            RoomId,
+        },
+    };
+    let saved: Value = serde_json::from_slice(&std::fs::read(cli.dir.join("session.json"))?)?;
+    let session: MatrixSession = serde_json::from_value(saved["session"].clone())?;
+    let account = walkie_core::Account::restore(&cli.dir, &hs.url(), session).await?;
+    let client = account.client();
+    client
+        .sync_once(SyncSettings::default().timeout(Duration::ZERO))
+        .await?;
+    let sdk_room = client
+        .get_room(&RoomId::parse(room)?)
+        .context("room unknown to the client")?;
+    let messages = sdk_room.messages(MessagesOptions::backward()).await?;
+    let mut out = Vec::new();
+    for event in messages.chunk {
+        let value: Value = event.raw().deserialize_as_unchecked()?;
+        ensure!(
+            value["type"] != "m.room.encrypted",
+            "undecryptable event: {value}"
+        );
+        if value["type"] != "m.room.message" || value["content"]["msgtype"] != "m.audio" {
+            continue;
+        }
+        let file: EncryptedFile = serde_json::from_value(value["content"]["file"].clone())?;
+        let request = MediaRequestParameters {
+            source: MediaSource::Encrypted(Box::new(file)),
+            format: MediaFormat::File,
+        };
+        let bytes = client.media().get_media_content(&request, false).await?;
+        out.push((value["content"].clone(), bytes));
+    }
+    Ok(out)
+}
+
+/// Decodes an Ogg Opus file with Debian's opusdec and returns its length.
+pub fn opusdec_seconds(ogg: &[u8], dir: &Path) -> Result<f64> {
+    let (input, output) = (dir.join("recording.ogg"), dir.join("recording.wav"));
+    std::fs::write(&input, ogg)?;
+    let status = Command::new("opusdec")
+        .arg("--quiet")
+        .arg(&input)
+        .arg(&output)
+        .status()
+        .context("running opusdec (opus-tools)")?;
+    ensure!(status.success(), "opusdec rejected the recording: {status}");
+    let reader = hound::WavReader::open(&output)?;
+    let spec = reader.spec();
+    Ok(reader.duration() as f64 / f64::from(spec.sample_rate))
+}
