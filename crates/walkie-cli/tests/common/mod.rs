@@ -129,11 +129,18 @@ pub fn group(alice: &Cli, others: &[(&Cli, &str)], extra: &[&str]) -> Result<Str
     Ok(room)
 }
 
+/// Restores the account a CLI data directory is signed in to, in-process.
+pub async fn restore(hs: &Synapse, cli: &Cli) -> Result<walkie_core::Account> {
+    use walkie_core::matrix_sdk::authentication::matrix::MatrixSession;
+    let saved: Value = serde_json::from_slice(&std::fs::read(cli.dir.join("session.json"))?)?;
+    let session: MatrixSession = serde_json::from_value(saved["session"].clone())?;
+    Ok(walkie_core::Account::restore(&cli.dir, &hs.url(), session).await?)
+}
+
 /// All voice messages in `room` as `cli`'s device sees them, each with its
 /// file downloaded and decrypted by matrix-sdk.
 pub async fn voice_messages(hs: &Synapse, cli: &Cli, room: &str) -> Result<Vec<(Value, Vec<u8>)>> {
     use walkie_core::matrix_sdk::{
-        authentication::matrix::MatrixSession,
         config::SyncSettings,
         media::{MediaFormat, MediaRequestParameters},
         room::MessagesOptions,
@@ -142,9 +149,7 @@ pub async fn voice_messages(hs: &Synapse, cli: &Cli, room: &str) -> Result<Vec<(
             RoomId,
         },
     };
-    let saved: Value = serde_json::from_slice(&std::fs::read(cli.dir.join("session.json"))?)?;
-    let session: MatrixSession = serde_json::from_value(saved["session"].clone())?;
-    let account = walkie_core::Account::restore(&cli.dir, &hs.url(), session).await?;
+    let account = restore(hs, cli).await?;
     let client = account.client();
     client
         .sync_once(SyncSettings::default().timeout(Duration::ZERO))

@@ -1,0 +1,242 @@
+//! Hostile input from another room member: a consent naming another user,
+//! unencrypted walkie to-device messages, malformed and oversize content,
+//! replayed sequence numbers. Each is dropped with a log line (a `dropped`
+//! event on the listener's stdout), nothing panics, and the listener still
+//! receives a genuine talk afterwards.
+#![recursion_limit = "256"]
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use serde_json::{json, Value};
+use walkie_audio::codec::OpusEncoder;
+use walkie_core::{
+    engine::now_ms,
+    matrix_sdk::{
+        config::SyncSettings,
+        ruma::{serde::Raw, OwnedDeviceId, OwnedUserId},
+    },
+    protocol::{ChunkHeader, RoomId, SessionId, AUDIO_EVENT_TYPE, CONSENT_EVENT_TYPE},
+};
+use walkie_tests::{speech_wav, Synapse};
+
+mod common;
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_dropped_and_the_listener_keeps_working() -> Result<()> {
+    let hs = Synapse::start().await?;
+    let root = tempfile::tempdir()?;
+    let (a, b, c, m) = (
+        hs.register("alice").await?,
+        hs.register("bob").await?,
+        hs.register("carol").await?,
+        hs.register("mallory").await?,
+    );
+    let (alice, bob, carol, mallory) = (
+        Cli::new(root.path(), "alice"),
+        Cli::new(root.path(), "bob"),
+        Cli::new(root.path(), "carol"),
+        Cli::new(root.path(), "mallory"),
+    );
+    for (cli, r) in [(&alice, &a), (&bob, &b), (&carol, &c), (&mallory, &m)] {
+        login(&hs, cli, r)?;
+    }
+    let room = group(
+        &alice,
+        &[
+            (&bob, &b.user_id),
+            (&carol, &c.user_id),
+            (&mallory, &m.user_id),
+        ],
+        &[],
+    )?;
+    for cli in [&alice, &bob, &mallory] {
+        cli.ok(&["consent", &room, "--for", "1h"])?;
+    }
+    let (mut listener, rx) = bob.listen(&[
+        &room,
+        "--out",
+        root.path().join("out").to_str().unwrap_or_default(),
+        "--timeout",
+        "60",
+    ])?;
+
+    // Mallory acts from a matrix-sdk client of her own device.
+    let account = restore(&hs, &mallory).await?;
+    let client = account.client().clone();
+    let token = client.access_token().context("token")?;
+    client
+        .sync_once(SyncSettings::default().timeout(Duration::ZERO))
+        .await?;
+    let bob_id = OwnedUserId::try_from(b.user_id.as_str())?;
+    let bob_device: OwnedDeviceId = bob.ok(&["status", &room])?["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["user_id"] == b.user_id.as_str())
+        .and_then(|d| d["device_id"].as_str())
+        .context("bob's device in status")?
+        .into();
+    client.encryption().request_user_identity(&bob_id).await?;
+    let device = client
+        .encryption()
+        .get_device(&bob_id, &bob_device)
+        .await?
+        .context("bob's device keys")?;
+    let send = |content: Value| {
+        let client = client.clone();
+        let device = device.clone();
+        async move {
+            let raw = Raw::new(&content)?.cast_unchecked();
+            client
+                .encryption()
+                .encrypt_and_send_raw_to_device(
+                    vec![&device],
+                    AUDIO_EVENT_TYPE,
+                    raw,
+                    Default::default(),
+                )
+                .await?;
+            anyhow::Ok(())
+        }
+    };
+
+    // 1. A consent whose state key names carol's device, sent by mallory.
+    let forged_key = format!("_{}_CAROLPHONE", c.user_id);
+    let http = reqwest_put(
+        &hs,
+        &token,
+        &format!("/_matrix/client/v3/rooms/{room}/state/{CONSENT_EVENT_TYPE}/{forged_key}"),
+        json!({"receive": true, "talk": true}),
+    )
+    .await?;
+    ensure!(
+        http.is_success(),
+        "the homeserver refused the forged consent: {http}"
+    );
+    // 2. An unencrypted walkie to-device message.
+    let plain = json!({"messages": {b.user_id.clone(): {bob_device.to_string(): {"room_id": room, "session_id": "AAAAAAAAAAAAAAAAAAAAAA", "seq": 0, "start_ts": now_ms(), "ts": now_ms(), "frame_ms": 20, "frames": [], "end": false}}}});
+    let http = reqwest_put(
+        &hs,
+        &token,
+        &format!("/_matrix/client/v3/sendToDevice/{AUDIO_EVENT_TYPE}/plain1"),
+        plain,
+    )
+    .await?;
+    ensure!(http.is_success(), "plain to-device refused: {http}");
+    // 3. Malformed and oversize content, Olm-encrypted.
+    send(json!({"garbage": true})).await?;
+    send(json!({"room_id": room, "session_id": "BBBBBBBBBBBBBBBBBBBBBB", "seq": "zero", "frames": 7})).await?;
+    let huge = "A".repeat(30_000);
+    send(json!({"room_id": room, "session_id": "CCCCCCCCCCCCCCCCCCCCCC", "seq": 0, "start_ts": now_ms(), "ts": now_ms(), "frame_ms": 20, "frames": [huge], "end": false})).await?;
+    // 4. A valid talk from mallory, then its replays.
+    let packet = OpusEncoder::new()?.encode(&[0i16; 960])?;
+    let room_id = RoomId::parse(&room)?;
+    let session = SessionId::parse("MMMMMMMMMMMMMMMMMMMMMM")?;
+    let start = now_ms();
+    let claim = ChunkHeader {
+        session_id: session.clone(),
+        seq: 0,
+        start_ts: start,
+        ts: start,
+        end: false,
+    }
+    .to_content(&room_id, &[packet.clone()])?;
+    let end = ChunkHeader {
+        session_id: session,
+        seq: 1,
+        start_ts: start,
+        ts: start + 20,
+        end: true,
+    }
+    .to_content(&room_id, &[packet])?;
+    send(claim.clone()).await?;
+    send(claim).await?;
+    send(end.clone()).await?;
+    send(end).await?;
+
+    // Everything bad was dropped with a reason; the listener is alive.
+    let expected = [
+        "unencrypted",
+        "invalid walkie audio",
+        "invalid walkie audio",
+        "oversize",
+        "duplicate",
+        "ended",
+    ];
+    let mut dropped = Vec::new();
+    while dropped.len() < expected.len() {
+        let (e, _) = wait_for(&rx, Duration::from_secs(20), |e| e["event"] == "dropped")?;
+        dropped.push(e["reason"].as_str().unwrap_or_default().to_owned());
+    }
+    eprintln!("dropped: {dropped:#?}");
+    for want in [
+        "unencrypted",
+        "invalid walkie audio",
+        "duplicate",
+        "session already ended",
+    ] {
+        assert!(
+            dropped.iter().any(|r| r.contains(want)),
+            "nothing dropped as {want:?}: {dropped:?}"
+        );
+    }
+    assert!(
+        dropped
+            .iter()
+            .any(|r| r.contains("oversize") || r.contains("too") || r.contains("size")),
+        "oversize not dropped: {dropped:?}"
+    );
+
+    // The forged consent grants carol's device nothing.
+    let status = alice.ok(&["status", &room])?;
+    let listed: Vec<&str> = status["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["device_id"].as_str())
+        .collect();
+    assert!(
+        !listed.contains(&"CAROLPHONE"),
+        "forged consent accepted: {status}"
+    );
+
+    // A genuine talk still gets through.
+    let speech = root.path().join("speech.wav");
+    speech_wav(&speech, 2.0)?;
+    let talk = alice.ok(&["talk", &room, "--wav", speech.to_str().unwrap_or_default()])?;
+    let (saved, _) = wait_for(&rx, Duration::from_secs(20), |e| {
+        e["event"] == "saved" && e["session_id"] == talk["session_id"]
+    })?;
+    assert!(
+        saved["samples"].as_u64().unwrap_or(0) >= 90_000,
+        "saved: {saved}"
+    );
+    ensure!(listener.try_wait()?.is_none(), "the listener died");
+    let _ = listener.kill();
+    Ok(())
+}
+
+/// A raw authenticated PUT; returns the status.
+async fn reqwest_put(
+    hs: &Synapse,
+    token: &str,
+    path: &str,
+    body: Value,
+) -> Result<reqwest::StatusCode> {
+    let resp = reqwest::Client::new()
+        .put(format!("{}{}", hs.url(), path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await?;
+    let status = resp.status();
+    if !status.is_success() {
+        eprintln!(
+            "PUT {path}: {status} {}",
+            resp.text().await.unwrap_or_default()
+        );
+    }
+    Ok(status)
+}
