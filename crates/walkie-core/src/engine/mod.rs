@@ -108,6 +108,9 @@ pub enum EngineEvent {
         #[serde(skip)]
         frames: Vec<Vec<u8>>,
         frame_count: usize,
+        /// When this client accepted the message (its clock, ms since epoch):
+        /// `received_ms - ts` is the transport latency of the first frame.
+        received_ms: u64,
     },
     /// The playing session ended (released, lease expired, superseded…).
     TalkEnded {
@@ -892,6 +895,7 @@ fn handle_audio(inner: &Inner, content: &Value, sender: &UserId, device: &Device
                     seq: header.seq,
                     ts: header.ts,
                     frame_count: frames.len(),
+                    received_ms: now_ms(),
                     frames,
                 });
             }
