@@ -255,3 +255,73 @@ pub async fn post(client: &Client, meta: &EntryMeta, rec: Recording) -> Result<(
         .map_err(matrix)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(session: &str, start_ts: u64) -> EntryMeta {
+        EntryMeta {
+            room_id: "!r:localhost".into(),
+            session_id: session.into(),
+            start_ts,
+        }
+    }
+
+    #[test]
+    fn journal_survives_reopen_and_drops_a_torn_last_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        let mut journal = outbox.begin(&meta("s1", 5)).unwrap();
+        journal.append(&[vec![1, 2, 3], vec![4; 40]]).unwrap();
+        drop(journal);
+        // A crash mid-write leaves half a record behind.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("s1.packets"))
+            .unwrap();
+        f.write_all(&[200, 0, 9, 9]).unwrap();
+        let reopened = Outbox::open(dir.path()).unwrap();
+        assert_eq!(reopened.pending().unwrap().len(), 1);
+        assert_eq!(
+            reopened.packets("s1").unwrap(),
+            vec![vec![1, 2, 3], vec![4; 40]]
+        );
+        reopened.remove("s1").unwrap();
+        assert!(reopened.pending().unwrap().is_empty());
+        reopened.remove("s1").unwrap();
+    }
+
+    #[test]
+    fn pending_is_in_talk_order_and_skips_corrupt_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        outbox.begin(&meta("late", 20)).unwrap();
+        outbox.begin(&meta("early", 10)).unwrap();
+        std::fs::write(dir.path().join("junk.json"), b"{not json").unwrap();
+        let order: Vec<_> = outbox
+            .pending()
+            .unwrap()
+            .into_iter()
+            .map(|m| m.session_id)
+            .collect();
+        assert_eq!(order, vec!["early", "late"]);
+    }
+
+    #[test]
+    fn transaction_ids_are_stable_per_talk() {
+        assert_eq!(transaction_id("abc"), transaction_id("abc"));
+        assert_ne!(transaction_id("abc"), transaction_id("abd"));
+    }
+
+    #[test]
+    fn recording_of_silence_has_duration_and_a_flat_waveform() {
+        let mut enc = codec::OpusEncoder::new().unwrap();
+        let packets: Vec<Vec<u8>> = (0..50).map(|_| enc.encode(&[0i16; 960]).unwrap()).collect();
+        let rec = make_recording("s", &packets).unwrap();
+        assert_eq!(rec.duration_ms, 1000);
+        assert!(rec.waveform.iter().all(|&v| v == 0));
+        let info = walkie_audio::ogg_opus::read_ogg_opus(&rec.ogg).unwrap();
+        assert_eq!(info.packets.len(), 50);
+    }
+}
