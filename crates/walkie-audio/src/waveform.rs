@@ -6,9 +6,14 @@ pub const DEFAULT_POINTS: usize = 100;
 /// Largest value of a waveform point.
 pub const MAX_VALUE: u16 = 1024;
 
+/// RMS below which a recording counts as silence (about -40 dBFS): the
+/// scale never stretches codec noise or hiss to full height.
+pub const SILENCE_RMS: f64 = 0.01;
+
 /// Summarises mono PCM samples (any rate, full scale ±1.0) as `points`
 /// loudness values: the RMS of each equal slice, scaled so the loudest slice
-/// is [`MAX_VALUE`]. Silence gives zeros; fewer samples than points gives
+/// is [`MAX_VALUE`] (or, for a recording quieter than [`SILENCE_RMS`], on
+/// that fixed scale). Silence gives zeros; fewer samples than points gives
 /// one point per sample. Non-finite samples count as silence.
 pub fn waveform(samples: &[f32], points: usize) -> Vec<u16> {
     if samples.is_empty() || points == 0 {
@@ -33,10 +38,7 @@ pub fn waveform(samples: &[f32], points: usize) -> Vec<u16> {
             (sum / slice.len() as f64).sqrt()
         })
         .collect();
-    let peak = rms.iter().copied().fold(0.0_f64, f64::max);
-    if peak <= f64::EPSILON {
-        return vec![0; points];
-    }
+    let peak = rms.iter().copied().fold(SILENCE_RMS, f64::max);
     rms.iter()
         .map(|r| ((r / peak) * f64::from(MAX_VALUE)).round() as u16)
         .collect()
@@ -59,6 +61,12 @@ mod tests {
         assert_eq!(waveform(&[0.0; 480], 100), vec![0; 100]);
         assert!(waveform(&[], 100).is_empty());
         assert_eq!(waveform(&[0.1, -0.2, 0.4], 100).len(), 3);
+    }
+
+    #[test]
+    fn near_silence_stays_near_the_bottom() {
+        let hiss: Vec<f32> = (0..4800).map(|i| if i % 2 == 0 { 1e-4 } else { -1e-4 }).collect();
+        assert!(waveform(&hiss, 10).iter().all(|&v| v <= 11));
     }
 
     #[test]

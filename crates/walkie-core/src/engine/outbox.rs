@@ -320,7 +320,7 @@ mod tests {
         let packets: Vec<Vec<u8>> = (0..50).map(|_| enc.encode(&[0i16; 960]).unwrap()).collect();
         let rec = make_recording("s", &packets).unwrap();
         assert_eq!(rec.duration_ms, 1000);
-        assert!(rec.waveform.iter().all(|&v| v == 0));
+        assert!(rec.waveform.iter().all(|&v| v < 50), "{:?}", rec.waveform);
         let info = walkie_audio::ogg_opus::read_ogg_opus(&rec.ogg).unwrap();
         assert_eq!(info.packets.len(), 50);
     }
