@@ -65,7 +65,9 @@ mod tests {
 
     #[test]
     fn near_silence_stays_near_the_bottom() {
-        let hiss: Vec<f32> = (0..4800).map(|i| if i % 2 == 0 { 1e-4 } else { -1e-4 }).collect();
+        let hiss: Vec<f32> = (0..4800)
+            .map(|i| if i % 2 == 0 { 1e-4 } else { -1e-4 })
+            .collect();
         assert!(waveform(&hiss, 10).iter().all(|&v| v <= 11));
     }
 

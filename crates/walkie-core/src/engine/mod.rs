@@ -152,6 +152,8 @@ struct Inner {
     outbox: outbox::Outbox,
     /// Notified once the first sync was applied.
     ready: Notify,
+    /// Wakes the outbox poster (a talk ended).
+    outbox_wake: Notify,
     /// Sessions being journalled right now (not to be posted yet).
     recording: Mutex<std::collections::HashSet<String>>,
     /// One outbox pass at a time.
@@ -169,6 +171,7 @@ pub struct EngineTasks {
     sync: SyncLoopHandle,
     driver: tokio::task::JoinHandle<()>,
     sender: tokio::task::JoinHandle<()>,
+    outbox: tokio::task::JoinHandle<()>,
 }
 
 impl EngineTasks {
@@ -178,6 +181,8 @@ impl EngineTasks {
         let _ = self.driver.await;
         self.sender.abort();
         let _ = self.sender.await;
+        self.outbox.abort();
+        let _ = self.outbox.await;
     }
 }
 
@@ -284,6 +289,7 @@ impl Engine {
             wake: Notify::new(),
             outbox,
             ready: Notify::new(),
+            outbox_wake: Notify::new(),
             recording: Mutex::new(Default::default()),
             posting: tokio::sync::Mutex::new(()),
         });
@@ -291,12 +297,43 @@ impl Engine {
         let sync = SyncLoop::default().spawn(client, sync_tx);
         let driver = tokio::spawn(drive(inner.clone(), sync_rx));
         let sender = tokio::spawn(sender::run(inner.clone(), outgoing_rx));
+        let engine = Self { inner };
+        // The outbox poster: a pass once the first sync has loaded the rooms
+        // (recordings left by an earlier run, e.g. a crash mid-talk), after
+        // each talk, and retries with backoff while anything fails.
+        let poster = engine.clone();
+        let outbox_task = tokio::spawn(async move {
+            poster.inner.ready.notified().await;
+            let mut backoff =
+                crate::backoff::Backoff::new(Duration::from_secs(2), Duration::from_secs(300));
+            loop {
+                let report = poster.post_pending().await;
+                if report.posted + report.failed > 0 {
+                    tracing::info!(
+                        posted = report.posted,
+                        failed = report.failed,
+                        "outbox pass"
+                    );
+                }
+                if report.failed > 0 {
+                    let delay = backoff.next_delay();
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = poster.inner.outbox_wake.notified() => {}
+                    }
+                } else {
+                    backoff.reset();
+                    poster.inner.outbox_wake.notified().await;
+                }
+            }
+        });
         Ok((
-            Self { inner },
+            engine,
             EngineTasks {
                 sync,
                 driver,
                 sender,
+                outbox: outbox_task,
             },
             events_rx,
         ))
@@ -589,6 +626,7 @@ impl Talk {
         let stats = flushed.await.map_err(|_| EngineError::ShutDown)?;
         drop(self.journal);
         lock_set(&inner.recording).remove(self.session_id.as_str());
+        inner.outbox_wake.notify_one();
         Ok(TalkSummary {
             session_id: self.session_id.to_string(),
             frames_sent: self.frames_sent,
