@@ -397,11 +397,15 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 tokio::time::sleep(Duration::from_millis(wait)).await;
             }
             let summary = talk::run(&engine, &room, &wav, batch).await;
-            // The recording goes out now (and stays in the outbox if it cannot).
-            let recording = engine.post_pending().await;
+            // The recording goes out now (the engine's poster may already be
+            // at it; this pass waits for it) and stays in the outbox if it
+            // cannot.
+            let report = engine.post_pending().await;
+            let summary = summary?;
+            let posted = !engine.recording_pending(&summary.session_id);
             finish(&engine, tasks).await;
-            let mut out = serde_json::to_value(summary?).map_err(anyhow::Error::from)?;
-            out["recording"] = serde_json::to_value(recording).map_err(anyhow::Error::from)?;
+            let mut out = serde_json::to_value(&summary).map_err(anyhow::Error::from)?;
+            out["recording"] = json!({"posted": posted, "failed": report.failed});
             println!("{out}");
         }
         Command::Listen {

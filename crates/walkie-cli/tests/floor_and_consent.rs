@@ -24,19 +24,14 @@ fn events<'a>(all: &'a [Value], kind: &str) -> Vec<&'a Value> {
 async fn presses_10ms_apart_converge_on_one_talker() -> Result<()> {
     let hs = Synapse::start().await?;
     let root = tempfile::tempdir()?;
-    let (a, b, c) = (
-        hs.register("alice").await?,
-        hs.register("bob").await?,
-        hs.register("carol").await?,
-    );
-    let (alice, bob, carol) = (
-        Cli::new(root.path(), "alice"),
-        Cli::new(root.path(), "bob"),
-        Cli::new(root.path(), "carol"),
-    );
-    for (cli, r) in [(&alice, &a), (&bob, &b), (&carol, &c)] {
-        login(&hs, cli, r)?;
-    }
+    let mut people = users(&hs, root.path(), &["alice", "bob", "carol"])
+        .await?
+        .into_iter();
+    let (Some((alice, a)), Some((bob, b)), Some((carol, c))) =
+        (people.next(), people.next(), people.next())
+    else {
+        anyhow::bail!("users");
+    };
     let room = group(&alice, &[(&bob, &b.user_id), (&carol, &c.user_id)], &[])?;
     for cli in [&alice, &bob, &carol] {
         cli.ok(&["consent", &room, "--for", "1h"])?;
@@ -125,10 +120,12 @@ async fn presses_10ms_apart_converge_on_one_talker() -> Result<()> {
 async fn a_killed_talker_frees_the_floor_within_the_lease_and_posts_on_restart() -> Result<()> {
     let hs = Synapse::start().await?;
     let root = tempfile::tempdir()?;
-    let (a, b) = (hs.register("alice").await?, hs.register("bob").await?);
-    let (alice, bob) = (Cli::new(root.path(), "alice"), Cli::new(root.path(), "bob"));
-    login(&hs, &alice, &a)?;
-    login(&hs, &bob, &b)?;
+    let mut people = users(&hs, root.path(), &["alice", "bob"])
+        .await?
+        .into_iter();
+    let (Some((alice, _)), Some((bob, b))) = (people.next(), people.next()) else {
+        anyhow::bail!("users");
+    };
     let room = group(&alice, &[(&bob, &b.user_id)], &[])?;
     alice.ok(&["consent", &room, "--for", "1h"])?;
     bob.ok(&["consent", &room, "--for", "1h"])?;
@@ -195,19 +192,14 @@ async fn a_killed_talker_frees_the_floor_within_the_lease_and_posts_on_restart()
 async fn an_expiring_consent_stops_delivery_and_no_consent_cannot_talk() -> Result<()> {
     let hs = Synapse::start().await?;
     let root = tempfile::tempdir()?;
-    let (a, b, c) = (
-        hs.register("alice").await?,
-        hs.register("bob").await?,
-        hs.register("carol").await?,
-    );
-    let (alice, bob, carol) = (
-        Cli::new(root.path(), "alice"),
-        Cli::new(root.path(), "bob"),
-        Cli::new(root.path(), "carol"),
-    );
-    for (cli, r) in [(&alice, &a), (&bob, &b), (&carol, &c)] {
-        login(&hs, cli, r)?;
-    }
+    let mut people = users(&hs, root.path(), &["alice", "bob", "carol"])
+        .await?
+        .into_iter();
+    let (Some((alice, a)), Some((bob, b)), Some((carol, c))) =
+        (people.next(), people.next(), people.next())
+    else {
+        anyhow::bail!("users");
+    };
     let room = group(&alice, &[(&bob, &b.user_id), (&carol, &c.user_id)], &[])?;
     alice.ok(&["consent", &room, "--for", "1h"])?;
     carol.ok(&["consent", &room, "--for", "1h", "--receive-only"])?;

@@ -142,7 +142,7 @@ async fn hostile_input_is_dropped_and_the_listener_keeps_working() -> Result<()>
         ts: start,
         end: false,
     }
-    .to_content(&room_id, &[packet.clone()])?;
+    .to_content(&room_id, std::slice::from_ref(&packet))?;
     let end = ChunkHeader {
         session_id: session,
         seq: 1,

@@ -144,7 +144,7 @@ async fn alice_talks_and_only_bobs_consenting_device_hears_it() -> Result<()> {
 
     // The room holds exactly one voice message for the talk; its file,
     // downloaded and decrypted here, is a valid 5 s Ogg Opus stream.
-    assert_eq!(summary["recording"]["posted"], 1, "talk: {summary}");
+    assert_eq!(summary["recording"]["posted"], true, "talk: {summary}");
     let voice = voice_messages(&hs, &bob1, &room).await?;
     assert_eq!(voice.len(), 1, "voice messages: {voice:?}");
     let (content, ogg) = &voice[0];

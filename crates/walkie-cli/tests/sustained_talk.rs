@@ -14,10 +14,12 @@ use common::*;
 async fn sixty_seconds_of_talk_get_no_429_and_lose_no_frame() -> Result<()> {
     let hs = Synapse::start().await?;
     let root = tempfile::tempdir()?;
-    let (a, b) = (hs.register("alice").await?, hs.register("bob").await?);
-    let (alice, bob) = (Cli::new(root.path(), "alice"), Cli::new(root.path(), "bob"));
-    login(&hs, &alice, &a)?;
-    login(&hs, &bob, &b)?;
+    let mut people = users(&hs, root.path(), &["alice", "bob"])
+        .await?
+        .into_iter();
+    let (Some((alice, _)), Some((bob, b))) = (people.next(), people.next()) else {
+        anyhow::bail!("users");
+    };
     // Talks may last up to two minutes in this group.
     let room = group(&alice, &[(&bob, &b.user_id)], &["--max-talk", "120"])?;
     alice.ok(&["consent", &room, "--for", "1h"])?;

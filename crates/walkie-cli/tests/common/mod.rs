@@ -90,6 +90,22 @@ pub fn login(hs: &Synapse, cli: &Cli, user: &walkie_tests::Registered) -> Result
     ])
 }
 
+/// Registers each of `names` and signs it in as a CLI device under `root`.
+pub async fn users(
+    hs: &Synapse,
+    root: &Path,
+    names: &[&str],
+) -> Result<Vec<(Cli, walkie_tests::Registered)>> {
+    let mut out = Vec::new();
+    for name in names {
+        let registered = hs.register(name).await?;
+        let cli = Cli::new(root, name);
+        login(hs, &cli, &registered)?;
+        out.push((cli, registered));
+    }
+    Ok(out)
+}
+
 /// Collects a listener's output lines that arrived so far.
 pub fn drain(rx: &mpsc::Receiver<Value>) -> Vec<Value> {
     rx.try_iter().collect()

@@ -207,6 +207,15 @@ pub struct OutboxReport {
 }
 
 impl Engine {
+    /// Whether a talk's recording is still waiting in the outbox.
+    pub fn recording_pending(&self, session_id: &str) -> bool {
+        self.inner
+            .outbox
+            .pending()
+            .map(|entries| entries.iter().any(|m| m.session_id == session_id))
+            .unwrap_or(true)
+    }
+
     /// Posts every finished recording in the outbox (and any cut off by a
     /// crash), deleting each once the homeserver acknowledged it. Failures
     /// stay for the next pass.
