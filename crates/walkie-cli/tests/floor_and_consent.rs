@@ -237,7 +237,7 @@ async fn an_expiring_consent_stops_delivery_and_no_consent_cannot_talk() -> Resu
         "carol with receive-only consent: {refused:?}"
     );
 
-    // Bob consents for 3 s and listens while alice talks for 8 s.
+    // Alice talks for 8 s; once the talk is live, bob consents for 3 s.
     let (mut bob_listen, bob_rx) = bob.listen(&[
         &room,
         "--out",
@@ -245,15 +245,26 @@ async fn an_expiring_consent_stops_delivery_and_no_consent_cannot_talk() -> Resu
         "--timeout",
         "40",
     ])?;
+    let talker = alice
+        .command()
+        .args(["talk", &room, "--wav", speech.to_str().unwrap_or_default()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let (_, mut carol_before) = wait_for(&carol_rx, Duration::from_secs(30), |e| {
+        e["event"] == "talk_started"
+    })?;
     bob.ok(&["consent", &room, "--for", "3s"])?;
     let consented_at = Instant::now();
-    let talk = alice.ok(&["talk", &room, "--wav", speech.to_str().unwrap_or_default()])?;
+    let done = talker.wait_with_output()?;
+    ensure!(done.status.success(), "alice's talk failed: {done:?}");
+    let talk: Value = serde_json::from_slice(done.stdout.trim_ascii())?;
     ensure!(talk["frames_sent"] == 400, "alice's talk: {talk}");
 
     // Carol (consent for an hour) heard all of it, bob only until expiry.
-    let (carol_saved, carol_before) = wait_for(&carol_rx, Duration::from_secs(15), |e| {
+    let (carol_saved, rest) = wait_for(&carol_rx, Duration::from_secs(15), |e| {
         e["event"] == "saved"
     })?;
+    carol_before.extend(rest);
     assert!(
         events(&carol_before, "talk_started")
             .iter()
