@@ -83,6 +83,11 @@ async fn presses_10ms_apart_converge_on_one_talker() -> Result<()> {
         "bob's message: {bob_err}"
     );
     let alice_talk: Value = serde_json::from_slice(ra.stdout.trim_ascii())?;
+    // The loser's few frames are not kept as a recording.
+    let leftovers = std::fs::read_dir(bob.dir.join("outbox"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0, "bob's lost talk was left in his outbox");
 
     // Carol converged on alice and heard her whole talk.
     let (saved, before) = wait_for(&rx, Duration::from_secs(20), |e| {

@@ -633,14 +633,48 @@ impl Talk {
             .send(Outgoing::Flush(done))
             .map_err(|_| EngineError::ShutDown)?;
         let stats = flushed.await.map_err(|_| EngineError::ShutDown)?;
-        drop(self.journal);
-        lock_set(&inner.recording).remove(self.session_id.as_str());
-        inner.outbox_wake.notify_one();
+        // Dropping `self` closes the journal and hands it to the poster.
         Ok(TalkSummary {
             session_id: self.session_id.to_string(),
             frames_sent: self.frames_sent,
             send_errors: stats.errors,
         })
+    }
+}
+
+impl Drop for Talk {
+    /// However a talk ends (finished, lost, or abandoned on an error), the
+    /// floor is released if we still hold it and the journal is closed and
+    /// handed to the outbox poster, except for a talk that lost a collision:
+    /// the few frames sent before the busy tone are not a recording.
+    fn drop(&mut self) {
+        let inner = &self.engine.inner;
+        let lost = {
+            let mut rooms = lock(&inner.rooms);
+            match rooms.get_mut(&self.room_id) {
+                Some(rt) => {
+                    if rt
+                        .floor
+                        .transmitting()
+                        .is_some_and(|c| c.session_id == self.session_id)
+                    {
+                        rt.floor.release(now_ms());
+                        pump(inner, &self.room_id, rt);
+                    }
+                    matches!(rt.local_stop, Some(StopReason::LostTo(_)))
+                }
+                None => false,
+            }
+        };
+        self.journal = None;
+        if lost {
+            if let Err(e) = inner.outbox.remove(self.session_id.as_str()) {
+                tracing::warn!(error = %e, "cannot discard the journal of a lost talk");
+            }
+        }
+        lock_set(&inner.recording).remove(self.session_id.as_str());
+        inner.wake.notify_one();
+        inner.outbox_wake.notify_one();
     }
 }
 
