@@ -13,6 +13,9 @@ source scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/walkie/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-always}"
 export WALKIE_SCREENSHOT_DIR="${WALKIE_SCREENSHOT_DIR:-$CARGO_TARGET_DIR/screenshots}"
+# CI builds from a fresh clone every time: incremental state would only pile
+# up on disk there.
+if [[ -n ${CI:-} ]]; then export CARGO_INCREMENTAL=0; fi
 started=$SECONDS
 
 step "cargo fmt --check"
@@ -21,8 +24,10 @@ cargo fmt --all --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "build the app and the CLI the end-to-end tests run"
-cargo build --workspace --bins --locked
+step "build everything the tests run (app and CLI binaries included)"
+# --all-targets resolves features as `cargo test` does, so the test step
+# reuses these artifacts instead of building the dependencies twice.
+cargo build --workspace --all-targets --locked
 
 step "cargo test (unit, integration against Synapse, end-to-end under Xvfb)"
 export WALKIE_APP_BIN="$CARGO_TARGET_DIR/debug/walkie-app"
