@@ -1,0 +1,907 @@
+//! Adaptive jitter buffer for the 20 ms Opus frames of ONE talk.
+//!
+//! Owns: reordering frames by sequence number, dropping duplicates and late
+//! frames, deciding when playout starts, choosing each 20 ms tick's output
+//! (play / conceal / wait / finished) and adapting the playout delay to the
+//! measured arrival jitter. It is pure: no clock, no I/O, no decoder; time is
+//! passed in as `now_ms` (receiver monotonic clock, milliseconds).
+//!
+//! # Model
+//!
+//! * `transit = arrival_ms - sender_ts_ms` is recorded for every frame that
+//!   is not a duplicate (late frames included: they are the evidence that the
+//!   delay is too small). Over the last [`JITTER_WINDOW_FRAMES`] samples
+//!   (~2.5 s of audio) the buffer keeps the minimum transit and the
+//!   [`JITTER_PERCENTILE`]th percentile (100 = the window maximum);
+//!   `jitter = high - min`.
+//! * `target = clamp(jitter + FRAME_MS, MIN_TARGET_MS, MAX_TARGET_MS)`.
+//! * The playout delay of the frame at the play position is
+//!   `delay = now - sender_ts(seq) - min_transit`, i.e. how far behind the
+//!   fastest observed path it is played. Every frame has a deadline: it must
+//!   be at the play position while `delay <= target` or it is concealed.
+//! * Start: playout starts at the first `pop` where the lowest buffered frame
+//!   has `delay >= target` (or at once when `end()` was called).
+//!
+//! # Adaptation rule (at most one frame per `pop`)
+//!
+//! * Grow: head frame missing and `delay < target` -> return
+//!   `Conceal { next: None }` WITHOUT advancing (one PLC frame inserted,
+//!   `delay` grows by 20 ms). This is the only way to grow, so the buffer
+//!   grows exactly when waiting can still save a frame.
+//! * Loss: head frame missing and `delay >= target` -> return
+//!   `Conceal { next }` and advance (`next` = the following packet, for FEC).
+//! * Shrink: head present, `delay >= target + FRAME_MS` and the following
+//!   frame present -> drop the head frame and play the next one. At most once
+//!   per [`SHRINK_INTERVAL_POPS`] pops (<= 20 % speed-up) unless
+//!   `delay > MAX_TARGET_MS + FRAME_MS`, then once per pop.
+//!
+//! Consequently the delay a frame spends in the buffer is bounded by
+//! `MAX_TARGET_MS + 2 * FRAME_MS` (+ pop-phase slack) except transiently after
+//! the window minimum drops, where the fast shrink brings it back.
+//!
+//! # Federation bursts
+//!
+//! Over a slow federation link Synapse keeps one transaction in flight per
+//! destination, so audio arrives in bursts one round trip (~2 s measured)
+//! apart. Playing such a link without gaps needs a delay of about the burst
+//! period, hence `MAX_TARGET_MS = 2500`. On fast links the measured jitter
+//! keeps the target near 20-80 ms; the cap only limits how far the buffer may
+//! go. A talk's first burst is still lost on such a link unless the caller
+//! passes the previous talk's target as a hint ([`JitterBuffer::with_target_hint`]).
+
+use std::collections::{BTreeMap, VecDeque};
+
+/// Duration of one Opus frame.
+pub const FRAME_MS: u64 = 20;
+/// Lowest target delay: one frame (a frame can only be played once complete).
+pub const MIN_TARGET_MS: u64 = 20;
+/// Highest target delay: one federation burst period (~2 s) plus margin.
+pub const MAX_TARGET_MS: u64 = 2500;
+/// Number of transit samples (frames) in the jitter window: ~2.5 s of audio,
+/// long enough to always contain a whole 2 s federation burst.
+pub const JITTER_WINDOW_FRAMES: usize = 128;
+/// Percentile of the transit window used as the jitter estimate. 100 (the
+/// window max): measured p95 loses the head of every federation burst (~5 %
+/// of frames), p98 ~2 %; half-duplex talk prefers delay over lost speech.
+/// Cost: +30..50 ms over p98 on exponential jitter.
+pub const JITTER_PERCENTILE: usize = 100;
+/// Normal shrinking drops at most one frame per this many pops (100 ms).
+pub const SHRINK_INTERVAL_POPS: u64 = 5;
+/// A frame more than this many frames (60 s) ahead of the play position is
+/// rejected; this bounds the buffer's memory.
+pub const MAX_SEQ_AHEAD: u64 = 3000;
+/// A sender timestamp further than this from the talk's timeline
+/// (`anchor_ts + (seq - anchor_seq) * FRAME_MS`) is rejected.
+pub const MAX_TS_SKEW_MS: u64 = 1000;
+/// How many already-passed positions are remembered to tell duplicates of
+/// played frames from late frames.
+const HISTORY_FRAMES: usize = 256;
+
+/// What the playback clock should do for the current 20 ms tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Playout {
+    /// Decode and play this packet.
+    Frame(Vec<u8>),
+    /// The frame is missing: decode FEC from `next` when present, else PLC.
+    Conceal { next: Option<Vec<u8>> },
+    /// Still buffering before the start of playout: play nothing.
+    Wait,
+    /// `end()` was called and everything buffered has been played.
+    Finished,
+}
+
+/// What `push` did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Stored for playout.
+    Buffered,
+    /// Already buffered or already played: ignored.
+    Duplicate,
+    /// Its position was already passed (concealed): dropped.
+    Late,
+}
+
+/// A frame the buffer refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JitterError {
+    #[error("frame {seq} is more than {max} frames ahead of position {position}")]
+    SeqTooFarAhead { seq: u64, position: u64, max: u64 },
+    #[error("frame {seq} sender timestamp is {skew_ms} ms off the talk's timeline")]
+    TimestampOffTimeline { seq: u64, skew_ms: u64 },
+}
+
+/// Counters and current delays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JitterStats {
+    /// Frames returned as `Frame`.
+    pub played: u64,
+    /// Positions given up as lost (`Conceal` that advanced).
+    pub concealed: u64,
+    /// Concealments inserted to grow the delay (`Conceal` that did not advance).
+    pub stretched: u64,
+    /// Frames dropped to shrink the delay.
+    pub shrink_dropped: u64,
+    /// Frames that arrived after their position was passed.
+    pub late_dropped: u64,
+    /// Duplicate frames ignored.
+    pub duplicates: u64,
+    /// Current target delay.
+    pub target_delay_ms: u64,
+    /// Audio currently buffered (frames held x 20 ms).
+    pub buffered_ms: u64,
+    /// Delay of the play position behind the fastest observed path, as of the
+    /// last push/pop (0 before playout starts).
+    pub playout_delay_ms: u64,
+    /// Sum over played frames of (play time - arrival time).
+    pub added_delay_sum_ms: u64,
+    /// Largest (play time - arrival time) of a played frame.
+    pub max_added_delay_ms: u64,
+}
+
+impl JitterStats {
+    /// Mean time a played frame spent in the buffer.
+    pub fn mean_added_delay_ms(&self) -> f64 {
+        if self.played == 0 {
+            0.0
+        } else {
+            self.added_delay_sum_ms as f64 / self.played as f64
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    sender_ts_ms: i64,
+    arrival_ms: u64,
+    packet: Vec<u8>,
+}
+
+/// Adaptive jitter buffer for one talk. Create a new one per talk.
+#[derive(Debug)]
+pub struct JitterBuffer {
+    buffer: BTreeMap<u64, Slot>,
+    /// Next position to play (valid once started).
+    next_seq: u64,
+    started: bool,
+    ended: bool,
+    /// (seq, sender_ts) of the highest seq pushed: extrapolates timestamps.
+    anchor: Option<(u64, i64)>,
+    transits: VecDeque<i64>,
+    min_transit: i64,
+    target_ms: u64,
+    /// Floor on the target until the window is full (previous talk's target).
+    hint_ms: u64,
+    /// Passed positions, oldest first: true = received (played or shrunk).
+    history: VecDeque<bool>,
+    pops: u64,
+    last_shrink_pop: u64,
+    last_now_ms: u64,
+    stats: JitterStats,
+}
+
+impl Default for JitterBuffer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JitterBuffer {
+    /// A buffer with no prior knowledge of the link.
+    pub fn new() -> Self {
+        Self::with_target_hint(0)
+    }
+
+    /// A buffer whose target is at least `hint_ms` (clamped to
+    /// `MAX_TARGET_MS`) until [`JITTER_WINDOW_FRAMES`] frames have been seen;
+    /// pass the previous talk's `target_delay_ms` from the same sender so a
+    /// bursty link does not lose the start of every talk.
+    pub fn with_target_hint(hint_ms: u64) -> Self {
+        let hint_ms = hint_ms.min(MAX_TARGET_MS);
+        Self {
+            buffer: BTreeMap::new(),
+            next_seq: 0,
+            started: false,
+            ended: false,
+            anchor: None,
+            transits: VecDeque::with_capacity(JITTER_WINDOW_FRAMES),
+            min_transit: 0,
+            target_ms: MIN_TARGET_MS.max(hint_ms),
+            hint_ms,
+            history: VecDeque::with_capacity(HISTORY_FRAMES),
+            pops: 0,
+            last_shrink_pop: 0,
+            last_now_ms: 0,
+            stats: JitterStats {
+                target_delay_ms: MIN_TARGET_MS.max(hint_ms),
+                ..JitterStats::default()
+            },
+        }
+    }
+
+    /// Add a received frame. `seq` is the 0-based frame index in the talk,
+    /// `sender_ts_ms` the talker's clock at the frame's start.
+    pub fn push(
+        &mut self,
+        seq: u64,
+        sender_ts_ms: u64,
+        packet: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<PushOutcome, JitterError> {
+        self.last_now_ms = self.last_now_ms.max(now_ms);
+        let position = if self.started {
+            Some(self.next_seq)
+        } else {
+            self.buffer.keys().next().copied()
+        };
+        if let Some(position) = position {
+            if seq > position.saturating_add(MAX_SEQ_AHEAD) {
+                return Err(JitterError::SeqTooFarAhead {
+                    seq,
+                    position,
+                    max: MAX_SEQ_AHEAD,
+                });
+            }
+        }
+        let sender_ts = i64::try_from(sender_ts_ms).unwrap_or(i64::MAX);
+        if let Some((anchor_seq, anchor_ts)) = self.anchor {
+            let expected = anchor_ts.saturating_add(frames_ms(seq, anchor_seq));
+            let skew = sender_ts.saturating_sub(expected).unsigned_abs();
+            if skew > MAX_TS_SKEW_MS {
+                return Err(JitterError::TimestampOffTimeline { seq, skew_ms: skew });
+            }
+        }
+
+        if self.started && seq < self.next_seq {
+            let back = self.next_seq - seq;
+            let received = usize::try_from(back)
+                .ok()
+                .filter(|&b| b <= self.history.len())
+                .and_then(|b| self.history.get(self.history.len() - b))
+                .copied()
+                .unwrap_or(false);
+            if received {
+                self.stats.duplicates += 1;
+                return Ok(PushOutcome::Duplicate);
+            }
+            self.record_transit(now_ms, sender_ts);
+            self.stats.late_dropped += 1;
+            return Ok(PushOutcome::Late);
+        }
+        if self.buffer.contains_key(&seq) {
+            self.stats.duplicates += 1;
+            return Ok(PushOutcome::Duplicate);
+        }
+        self.record_transit(now_ms, sender_ts);
+        if self.anchor.is_none_or(|(s, _)| seq > s) {
+            self.anchor = Some((seq, sender_ts));
+        }
+        self.buffer.insert(
+            seq,
+            Slot {
+                sender_ts_ms: sender_ts,
+                arrival_ms: now_ms,
+                packet,
+            },
+        );
+        Ok(PushOutcome::Buffered)
+    }
+
+    /// Mark the talk finished: no more frames are expected.
+    pub fn end(&mut self) {
+        self.ended = true;
+    }
+
+    /// Output for the current 20 ms tick. Call once per tick.
+    pub fn pop(&mut self, now_ms: u64) -> Playout {
+        self.last_now_ms = self.last_now_ms.max(now_ms);
+        if !self.started {
+            let Some(&first) = self.buffer.keys().next() else {
+                return if self.ended {
+                    Playout::Finished
+                } else {
+                    Playout::Wait
+                };
+            };
+            if !self.ended && self.delay_of(first, now_ms) < self.target_ms as i64 {
+                return Playout::Wait;
+            }
+            self.started = true;
+            self.next_seq = first;
+        }
+        if self.ended && self.buffer.is_empty() {
+            return Playout::Finished;
+        }
+        self.pops += 1;
+        let delay = self.delay_of(self.next_seq, now_ms);
+        let target = self.target_ms as i64;
+
+        if let Some(mut slot) = self.buffer.remove(&self.next_seq) {
+            let over_max = delay > (MAX_TARGET_MS + FRAME_MS) as i64;
+            let may_shrink = over_max || self.pops - self.last_shrink_pop >= SHRINK_INTERVAL_POPS;
+            if may_shrink && delay >= target + FRAME_MS as i64 {
+                if let Some(next) = self.buffer.remove(&(self.next_seq + 1)) {
+                    self.advance(true);
+                    self.stats.shrink_dropped += 1;
+                    self.last_shrink_pop = self.pops;
+                    slot = next;
+                }
+            }
+            self.advance(true);
+            let added = now_ms.saturating_sub(slot.arrival_ms);
+            self.stats.played += 1;
+            self.stats.added_delay_sum_ms += added;
+            self.stats.max_added_delay_ms = self.stats.max_added_delay_ms.max(added);
+            return Playout::Frame(slot.packet);
+        }
+
+        if delay < target {
+            self.stats.stretched += 1;
+            return Playout::Conceal { next: None };
+        }
+        let next = self
+            .buffer
+            .get(&(self.next_seq + 1))
+            .map(|s| s.packet.clone());
+        self.advance(false);
+        self.stats.concealed += 1;
+        Playout::Conceal { next }
+    }
+
+    /// Next position to be played (the lowest buffered seq before start).
+    pub fn position(&self) -> u64 {
+        if self.started {
+            self.next_seq
+        } else {
+            self.buffer.keys().next().copied().unwrap_or(0)
+        }
+    }
+
+    /// Current counters and delays.
+    pub fn stats(&self) -> JitterStats {
+        let mut stats = self.stats;
+        stats.target_delay_ms = self.target_ms;
+        stats.buffered_ms = self.buffer.len() as u64 * FRAME_MS;
+        stats.playout_delay_ms = if self.started {
+            u64::try_from(self.delay_of(self.next_seq, self.last_now_ms)).unwrap_or(0)
+        } else {
+            0
+        };
+        stats
+    }
+
+    fn advance(&mut self, received: bool) {
+        if self.history.len() == HISTORY_FRAMES {
+            self.history.pop_front();
+        }
+        self.history.push_back(received);
+        self.next_seq += 1;
+    }
+
+    fn record_transit(&mut self, now_ms: u64, sender_ts: i64) {
+        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        if self.transits.len() == JITTER_WINDOW_FRAMES {
+            self.transits.pop_front();
+        }
+        self.transits.push_back(now.saturating_sub(sender_ts));
+        let mut sorted: Vec<i64> = self.transits.iter().copied().collect();
+        sorted.sort_unstable();
+        let min = sorted.first().copied().unwrap_or(0);
+        let idx = (sorted.len().saturating_sub(1)) * JITTER_PERCENTILE / 100;
+        let high = sorted.get(idx).copied().unwrap_or(min);
+        self.min_transit = min;
+        let jitter = u64::try_from(high.saturating_sub(min)).unwrap_or(0);
+        let mut target = jitter
+            .saturating_add(FRAME_MS)
+            .clamp(MIN_TARGET_MS, MAX_TARGET_MS);
+        if self.transits.len() < JITTER_WINDOW_FRAMES {
+            target = target.max(self.hint_ms);
+        }
+        self.target_ms = target;
+    }
+
+    /// Sender timestamp of `seq`: its own when buffered, else extrapolated.
+    fn ts_of(&self, seq: u64) -> i64 {
+        if let Some(slot) = self.buffer.get(&seq) {
+            return slot.sender_ts_ms;
+        }
+        match self.anchor {
+            Some((anchor_seq, anchor_ts)) => anchor_ts.saturating_add(frames_ms(seq, anchor_seq)),
+            None => 0,
+        }
+    }
+
+    /// How far behind the fastest observed path `seq` is at `now_ms`.
+    fn delay_of(&self, seq: u64, now_ms: u64) -> i64 {
+        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        now.saturating_sub(self.ts_of(seq))
+            .saturating_sub(self.min_transit)
+    }
+}
+
+/// `(seq - from) * FRAME_MS` as a signed value, saturating.
+fn frames_ms(seq: u64, from: u64) -> i64 {
+    let diff = i128::from(seq) - i128::from(from);
+    i64::try_from(diff.saturating_mul(i128::from(FRAME_MS))).unwrap_or(if diff < 0 {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeSet, HashMap};
+
+    /// xorshift64* PRNG, seeded, for the network simulator.
+    struct Rng(u64);
+
+    impl Rng {
+        fn new(seed: u64) -> Self {
+            Self(seed.max(1))
+        }
+        fn next_u64(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.0 = x;
+            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        /// Uniform in [0, 1).
+        fn unit(&mut self) -> f64 {
+            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        }
+        fn chance(&mut self, p: f64) -> bool {
+            self.unit() < p
+        }
+        fn up_to(&mut self, max: u64) -> u64 {
+            self.next_u64() % (max + 1)
+        }
+    }
+
+    fn pkt(seq: u64) -> Vec<u8> {
+        seq.to_le_bytes().to_vec()
+    }
+
+    fn seq_of(p: &[u8]) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&p[..8]);
+        u64::from_le_bytes(b)
+    }
+
+    const SENDER_CLOCK_OFFSET: u64 = 5_000_000;
+    const TALK_START: u64 = 10_000;
+
+    #[derive(Clone, Copy, Debug)]
+    enum JitterModel {
+        Uniform(u64),
+        Exponential(u64),
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    struct Net {
+        frames: u64,
+        base_ms: u64,
+        jitter: JitterModel,
+        loss: f64,
+        reorder: f64,
+        duplicate: f64,
+        /// (burst period, one-way delay): one transaction in flight.
+        bursty: Option<(u64, u64)>,
+        /// Target hint carried over from a previous talk.
+        hint_ms: u64,
+    }
+
+    impl Net {
+        fn plain(jitter: JitterModel) -> Self {
+            Net {
+                frames: 1500,
+                base_ms: 30,
+                jitter,
+                loss: 0.0,
+                reorder: 0.0,
+                duplicate: 0.0,
+                bursty: None,
+                hint_ms: 0,
+            }
+        }
+    }
+
+    struct Arrival {
+        at: u64,
+        seq: u64,
+    }
+
+    /// Arrivals in receiver-clock ms, sorted by time; and the set of lost seqs.
+    fn simulate_network(net: &Net, rng: &mut Rng) -> (Vec<Arrival>, BTreeSet<u64>) {
+        let mut out = Vec::new();
+        let mut lost = BTreeSet::new();
+        // Transaction model: next departure time, when the in-flight one returns.
+        let mut next_departure = TALK_START + rng.up_to(net.bursty.map_or(0, |b| b.0));
+        for seq in 0..net.frames {
+            let sent = TALK_START + seq * FRAME_MS;
+            let isolated = !lost.contains(&seq.wrapping_sub(1));
+            if seq > 0 && seq + 1 < net.frames && isolated && rng.chance(net.loss) {
+                lost.insert(seq);
+                continue;
+            }
+            let jitter = match net.jitter {
+                JitterModel::Uniform(max) => rng.up_to(max),
+                JitterModel::Exponential(mean) => {
+                    (-(1.0 - rng.unit()).ln() * mean as f64).round() as u64
+                }
+            };
+            let mut at = match net.bursty {
+                None => sent + net.base_ms + jitter,
+                Some((period, one_way)) => {
+                    while next_departure < sent {
+                        next_departure += period;
+                    }
+                    next_departure + one_way + jitter
+                }
+            };
+            if rng.chance(net.reorder) {
+                at += 20 + rng.up_to(40);
+            }
+            out.push(Arrival { at, seq });
+            if rng.chance(net.duplicate) {
+                out.push(Arrival {
+                    at: at + rng.up_to(100),
+                    seq,
+                });
+            }
+        }
+        out.sort_by_key(|a| a.at);
+        (out, lost)
+    }
+
+    struct RunResult {
+        stats: JitterStats,
+        outputs: Vec<Playout>,
+    }
+
+    /// Runs one talk through the buffer, checking every invariant on the way.
+    fn run(net: &Net, seed: u64) -> RunResult {
+        let mut rng = Rng::new(seed);
+        let (arrivals, lost) = simulate_network(net, &mut rng);
+        let end_at = arrivals.iter().map(|a| a.at).max().unwrap_or(0);
+        let phase = rng.up_to(FRAME_MS - 1);
+        let mut jb = JitterBuffer::with_target_hint(net.hint_ms);
+        let mut arrived_at: HashMap<u64, u64> = HashMap::new();
+        let mut buffered: BTreeSet<u64> = BTreeSet::new();
+        let mut played: Vec<u64> = Vec::new();
+        let mut outputs = Vec::new();
+        let mut next_arrival = 0;
+        let mut ended = false;
+        let mut now = TALK_START + phase;
+        let mut max_target = 0;
+        loop {
+            while next_arrival < arrivals.len() && arrivals[next_arrival].at <= now {
+                let a = &arrivals[next_arrival];
+                let outcome = jb
+                    .push(
+                        a.seq,
+                        TALK_START + a.seq * FRAME_MS + SENDER_CLOCK_OFFSET,
+                        pkt(a.seq),
+                        a.at,
+                    )
+                    .expect("push accepted");
+                if outcome == PushOutcome::Buffered {
+                    assert!(buffered.insert(a.seq), "seq {} buffered twice", a.seq);
+                }
+                arrived_at.entry(a.seq).or_insert(a.at);
+                next_arrival += 1;
+            }
+            if !ended && now >= end_at {
+                jb.end();
+                ended = true;
+            }
+            max_target = max_target.max(jb.stats().target_delay_ms);
+            let head = jb.position();
+            let before = jb.stats();
+            let out = jb.pop(now);
+            let after = jb.stats();
+            match &out {
+                Playout::Frame(p) => {
+                    let s = seq_of(p);
+                    if after.shrink_dropped > before.shrink_dropped {
+                        assert_eq!(s, head + 1, "shrink plays the frame after the head");
+                    } else {
+                        assert_eq!(s, head, "frame played at the head position");
+                    }
+                    assert!(played.last().is_none_or(|&l| l < s), "out of order");
+                    played.push(s);
+                    let added = now - arrived_at[&s];
+                    assert!(
+                        added <= max_target + 2 * FRAME_MS,
+                        "added delay {added} > target {max_target} + 2 frames"
+                    );
+                    assert!(added <= MAX_TARGET_MS + 2 * FRAME_MS);
+                }
+                Playout::Conceal { next } => {
+                    assert!(
+                        !arrived_at.contains_key(&head),
+                        "conceal while head {head} present"
+                    );
+                    let advanced = jb.position() == head + 1;
+                    match next {
+                        Some(p) => {
+                            assert!(advanced);
+                            assert_eq!(seq_of(p), head + 1, "FEC source is the next frame");
+                        }
+                        None if advanced => assert!(
+                            !buffered.contains(&(head + 1)) || played.contains(&(head + 1)),
+                            "next missing although frame {} is buffered",
+                            head + 1
+                        ),
+                        None => assert_eq!(jb.position(), head, "stretch does not advance"),
+                    }
+                }
+                Playout::Wait => assert!(played.is_empty(), "Wait after playout started"),
+                Playout::Finished => break,
+            }
+            outputs.push(out);
+            now += FRAME_MS;
+            assert!(now < end_at + 60_000, "talk never finished");
+        }
+        let stats = jb.stats();
+        // Every frame that arrived in time was played (or dropped by shrink).
+        assert_eq!(
+            stats.played + stats.shrink_dropped,
+            buffered.len() as u64,
+            "{stats:?}"
+        );
+        let played_set: BTreeSet<u64> = played.iter().copied().collect();
+        assert!(played_set.is_subset(&buffered));
+        assert!(played_set.is_disjoint(&lost));
+        RunResult { stats, outputs }
+    }
+
+    #[test]
+    fn in_order_zero_jitter_plays_everything_at_min_target() {
+        let mut jb = JitterBuffer::new();
+        let mut played = Vec::new();
+        let mut seq = 0;
+        for tick in 0..120u64 {
+            let now = 1_000 + tick * FRAME_MS;
+            if seq < 100 {
+                let r = jb.push(seq, 77 + seq * FRAME_MS, pkt(seq), now);
+                assert_eq!(r, Ok(PushOutcome::Buffered));
+                seq += 1;
+            } else {
+                jb.end();
+            }
+            assert_eq!(jb.stats().target_delay_ms, MIN_TARGET_MS);
+            match jb.pop(now + 7) {
+                Playout::Frame(p) => played.push(seq_of(&p)),
+                Playout::Wait => assert!(played.is_empty()),
+                Playout::Finished => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(played, (0..100).collect::<Vec<_>>());
+        let s = jb.stats();
+        assert_eq!((s.concealed, s.stretched, s.shrink_dropped), (0, 0, 0));
+        assert_eq!(s.target_delay_ms, MIN_TARGET_MS);
+        assert!(s.max_added_delay_ms < 2 * FRAME_MS, "{s:?}");
+    }
+
+    #[test]
+    fn reordering_and_duplicates_play_each_frame_once_in_order() {
+        let mut jb = JitterBuffer::new();
+        // One arrival per tick, pairs swapped (2p+1 then 2p), every third even
+        // frame duplicated one tick later, the first frame duplicated at once.
+        let mut arrivals: Vec<Vec<u64>> = vec![Vec::new(); 102];
+        for pair in 0..50u64 {
+            let t = 2 * pair as usize;
+            arrivals[t].push(2 * pair + 1);
+            arrivals[t + 1].push(2 * pair);
+            if pair % 3 == 0 {
+                arrivals[t + 2].push(2 * pair);
+            }
+        }
+        arrivals[1].push(0);
+        let mut played = Vec::new();
+        let mut now = 0;
+        for (tick, seqs) in arrivals.iter().enumerate() {
+            for &s in seqs {
+                jb.push(s, 500 + s * FRAME_MS, pkt(s), now)
+                    .expect("accepted");
+            }
+            if tick == 100 {
+                jb.end();
+            }
+            match jb.pop(now + 3) {
+                Playout::Frame(p) => played.push(seq_of(&p)),
+                Playout::Wait => assert!(played.is_empty()),
+                Playout::Finished => break,
+                other => panic!("unexpected {other:?}"),
+            }
+            now += FRAME_MS;
+        }
+        while !played.is_empty() {
+            match jb.pop(now + 3) {
+                Playout::Frame(p) => played.push(seq_of(&p)),
+                Playout::Finished => break,
+                other => panic!("unexpected {other:?}"),
+            }
+            now += FRAME_MS;
+        }
+        // A duplicate of an already played frame is a duplicate, not late.
+        assert_eq!(jb.push(0, 500, pkt(0), now), Ok(PushOutcome::Duplicate));
+        let s = jb.stats();
+        assert_eq!(played, (0..100).collect::<Vec<_>>(), "{s:?}");
+        assert_eq!(s.duplicates, 19, "{s:?}");
+        assert_eq!((s.late_dropped, s.concealed, s.shrink_dropped), (0, 0, 0));
+    }
+
+    #[test]
+    fn late_frames_are_dropped_and_counted() {
+        let mut jb = JitterBuffer::new();
+        jb.push(0, 0, pkt(0), 0).expect("ok");
+        jb.push(2, 40, pkt(2), 40).expect("ok");
+        assert_eq!(jb.pop(20), Playout::Frame(pkt(0)));
+        assert_eq!(jb.pop(40), Playout::Conceal { next: Some(pkt(2)) });
+        assert_eq!(jb.push(1, 20, pkt(1), 45), Ok(PushOutcome::Late));
+        assert_eq!(jb.pop(60), Playout::Frame(pkt(2)));
+        jb.end();
+        assert_eq!(jb.pop(80), Playout::Finished);
+        let s = jb.stats();
+        assert_eq!((s.played, s.concealed, s.late_dropped), (2, 1, 1));
+    }
+
+    #[test]
+    fn absurd_seq_and_timestamp_are_rejected() {
+        let mut jb = JitterBuffer::new();
+        jb.push(0, 1000, pkt(0), 0).expect("ok");
+        assert_eq!(
+            jb.push(u64::MAX, 1000, pkt(1), 1),
+            Err(JitterError::SeqTooFarAhead {
+                seq: u64::MAX,
+                position: 0,
+                max: MAX_SEQ_AHEAD
+            })
+        );
+        assert!(jb.push(MAX_SEQ_AHEAD + 1, 0, pkt(1), 1).is_err());
+        assert!(matches!(
+            jb.push(1, u64::MAX, pkt(1), 1),
+            Err(JitterError::TimestampOffTimeline { seq: 1, .. })
+        ));
+        assert_eq!(
+            jb.push(MAX_SEQ_AHEAD, 1000 + MAX_SEQ_AHEAD * FRAME_MS, pkt(9), 2),
+            Ok(PushOutcome::Buffered)
+        );
+        assert_eq!(jb.stats().buffered_ms, 2 * FRAME_MS);
+    }
+
+    fn scenarios() -> Vec<(&'static str, Net)> {
+        let lossy = |j| Net {
+            loss: 0.03,
+            reorder: 0.05,
+            duplicate: 0.02,
+            ..Net::plain(j)
+        };
+        vec![
+            ("jitter 0 ms", Net::plain(JitterModel::Uniform(0))),
+            ("jitter 20 ms uniform", Net::plain(JitterModel::Uniform(20))),
+            ("jitter 50 ms uniform", Net::plain(JitterModel::Uniform(50))),
+            (
+                "jitter 20 ms exp mean",
+                Net::plain(JitterModel::Exponential(20)),
+            ),
+            (
+                "jitter 50 ms exp mean",
+                Net::plain(JitterModel::Exponential(50)),
+            ),
+            ("lossy jitter 0", lossy(JitterModel::Uniform(0))),
+            ("lossy jitter 20", lossy(JitterModel::Uniform(20))),
+            ("lossy jitter 50", lossy(JitterModel::Uniform(50))),
+            (
+                "bursty 2 s (1 s one-way)",
+                Net {
+                    bursty: Some((2000, 1000)),
+                    ..Net::plain(JitterModel::Uniform(5))
+                },
+            ),
+            (
+                "bursty 2 s, hint 1900 ms",
+                Net {
+                    bursty: Some((2000, 1000)),
+                    hint_ms: 1900,
+                    ..Net::plain(JitterModel::Uniform(5))
+                },
+            ),
+            (
+                "bursty 2 s + loss/reorder",
+                Net {
+                    bursty: Some((2000, 1000)),
+                    ..lossy(JitterModel::Uniform(5))
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn simulated_networks_keep_invariants() {
+        for (name, net) in scenarios() {
+            for seed in 1..=8u64 {
+                let r = run(&net, seed * 7919 + 13);
+                let s = r.stats;
+                assert!(s.played > 0, "{name}: nothing played");
+                if net.bursty.is_none() && net.jitter_is_zero() {
+                    // Zero jitter: never grows, never shrinks, target stays minimal.
+                    assert_eq!(s.stretched, 0, "{name} {s:?}");
+                    assert_eq!(s.shrink_dropped, 0, "{name} {s:?}");
+                    assert_eq!(s.late_dropped, 0, "{name} {s:?}");
+                    assert_eq!(s.target_delay_ms, MIN_TARGET_MS, "{name}");
+                }
+            }
+        }
+    }
+
+    impl Net {
+        fn jitter_is_zero(&self) -> bool {
+            matches!(self.jitter, JitterModel::Uniform(0)) && self.reorder == 0.0
+        }
+    }
+
+    #[test]
+    fn isolated_losses_are_concealed_with_fec_source() {
+        let net = Net {
+            loss: 0.05,
+            ..Net::plain(JitterModel::Uniform(0))
+        };
+        for seed in 1..=5u64 {
+            let mut rng = Rng::new(seed);
+            let (_, lost) = simulate_network(&net, &mut rng);
+            let r = run(&net, seed);
+            let with_fec = r
+                .outputs
+                .iter()
+                .filter(|o| matches!(o, Playout::Conceal { next: Some(_) }))
+                .count();
+            let any_conceal = r
+                .outputs
+                .iter()
+                .filter(|o| matches!(o, Playout::Conceal { .. }))
+                .count();
+            assert!(!lost.is_empty());
+            assert_eq!(with_fec, lost.len(), "seed {seed}");
+            assert_eq!(any_conceal, lost.len(), "seed {seed}");
+            assert_eq!(r.stats.concealed, lost.len() as u64);
+            assert_eq!(r.stats.played, net.frames - lost.len() as u64);
+        }
+    }
+
+    #[test]
+    fn print_added_delay() {
+        println!("scenario                    | mean added | max added | target | played | concealed | stretched | shrunk | late");
+        for (name, net) in scenarios() {
+            let mut sum = JitterStats::default();
+            let mut mean = 0.0;
+            let mut max_added = 0;
+            let runs = 8u64;
+            for seed in 1..=runs {
+                let s = run(&net, seed * 104_729 + 1).stats;
+                mean += s.mean_added_delay_ms() / runs as f64;
+                max_added = max_added.max(s.max_added_delay_ms);
+                sum.played += s.played;
+                sum.concealed += s.concealed;
+                sum.stretched += s.stretched;
+                sum.shrink_dropped += s.shrink_dropped;
+                sum.late_dropped += s.late_dropped;
+                sum.target_delay_ms += s.target_delay_ms;
+            }
+            println!(
+                "{name:<27} | {mean:7.1} ms | {max_added:6} ms | {:4} ms | {:6} | {:9} | {:9} | {:6} | {:4}",
+                sum.target_delay_ms / runs,
+                sum.played,
+                sum.concealed,
+                sum.stretched,
+                sum.shrink_dropped,
+                sum.late_dropped
+            );
+        }
+    }
+}
