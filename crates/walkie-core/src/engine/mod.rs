@@ -609,24 +609,35 @@ impl Talk {
         Ok(())
     }
 
+    /// Releases the floor if this talk still holds it (queueing the `end`
+    /// message) and wakes the driver. Returns whether the talk had lost a
+    /// collision. Idempotent: `finish` and `drop` both call it.
+    fn release(&self) -> bool {
+        let inner = &self.engine.inner;
+        let lost = {
+            let mut rooms = lock(&inner.rooms);
+            let Some(rt) = rooms.get_mut(&self.room_id) else {
+                return false;
+            };
+            if rt
+                .floor
+                .transmitting()
+                .is_some_and(|c| c.session_id == self.session_id)
+            {
+                rt.floor.release(now_ms());
+                pump(inner, &self.room_id, rt);
+            }
+            matches!(rt.local_stop, Some(StopReason::LostTo(_)))
+        };
+        inner.wake.notify_one();
+        lost
+    }
+
     /// Releases the floor and waits until every queued message, the final
     /// one included, has been handed to the homeserver.
     pub async fn finish(self) -> Result<TalkSummary, EngineError> {
         let inner = &self.engine.inner;
-        {
-            let mut rooms = lock(&inner.rooms);
-            if let Some(rt) = rooms.get_mut(&self.room_id) {
-                if rt
-                    .floor
-                    .transmitting()
-                    .is_some_and(|c| c.session_id == self.session_id)
-                {
-                    rt.floor.release(now_ms());
-                }
-                pump(inner, &self.room_id, rt);
-            }
-        }
-        inner.wake.notify_one();
+        self.release();
         let (done, flushed) = oneshot::channel();
         inner
             .outgoing
@@ -649,23 +660,7 @@ impl Drop for Talk {
     /// the few frames sent before the busy tone are not a recording.
     fn drop(&mut self) {
         let inner = &self.engine.inner;
-        let lost = {
-            let mut rooms = lock(&inner.rooms);
-            match rooms.get_mut(&self.room_id) {
-                Some(rt) => {
-                    if rt
-                        .floor
-                        .transmitting()
-                        .is_some_and(|c| c.session_id == self.session_id)
-                    {
-                        rt.floor.release(now_ms());
-                        pump(inner, &self.room_id, rt);
-                    }
-                    matches!(rt.local_stop, Some(StopReason::LostTo(_)))
-                }
-                None => false,
-            }
-        };
+        let lost = self.release();
         self.journal = None;
         if lost {
             if let Err(e) = inner.outbox.remove(self.session_id.as_str()) {
@@ -673,7 +668,6 @@ impl Drop for Talk {
             }
         }
         lock_set(&inner.recording).remove(self.session_id.as_str());
-        inner.wake.notify_one();
         inner.outbox_wake.notify_one();
     }
 }
