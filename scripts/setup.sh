@@ -12,7 +12,9 @@ SYNAPSE_VERSION="${SYNAPSE_VERSION:-1.163.2}"
 SYNAPSE_VENV="${SYNAPSE_VENV:-$WALKIE_CACHE/synapse-venv}"
 
 # Debian packages: build (tauri/webkit, cmake for libopus), the local
-# homeserver's Python, and the headless desktop used by the tests.
+# homeserver's Python, the headless desktop used by the tests, audio (ALSA
+# headers for cpal; PulseAudio with null sinks in tests) and the Secret
+# Service (gnome-keyring) the keyring crate talks to.
 APT_PACKAGES=(
   build-essential pkg-config cmake curl ca-certificates
   libssl-dev libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev
@@ -20,6 +22,8 @@ APT_PACKAGES=(
   python3 python3-venv
   xvfb xauth dbus trayer xdotool x11-utils imagemagick iproute2
   espeak-ng sox opus-tools
+  libasound2-dev libasound2-plugins pulseaudio pulseaudio-utils
+  libdbus-1-dev gnome-keyring libsecret-tools
 )
 
 missing=()

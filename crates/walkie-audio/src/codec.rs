@@ -3,6 +3,14 @@
 //! [`OpusDecoder`], thin wrappers over libopus (the `opus` crate, bundled
 //! libopus 1.6.1) that take and give whole frames and turn every libopus
 //! failure into a typed [`CodecError`] instead of a panic.
+//!
+//! DTX (discontinuous transmission) is off, on purpose: every 20 ms frame of
+//! a talk is sent. With DTX the encoder stops emitting frames in pauses, so
+//! the receiver could not tell a pause from loss (the jitter buffer would
+//! stretch and conceal), the talk's frame timeline (seq = ts / 20 ms) would
+//! need gaps, and the keep-alive that holds the floor would need its own
+//! messages. The saving is small for walkie talks (short, deliberate, mostly
+//! speech) and silence already encodes to a few bytes per frame in VoIP mode.
 
 use thiserror::Error;
 

@@ -431,34 +431,8 @@ fn frames_ms(seq: u64, from: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netsim::{simulate_network, JitterModel, Net, Rng, SENDER_CLOCK_OFFSET, TALK_START};
     use std::collections::{BTreeSet, HashMap};
-
-    /// xorshift64* PRNG, seeded, for the network simulator.
-    struct Rng(u64);
-
-    impl Rng {
-        fn new(seed: u64) -> Self {
-            Self(seed.max(1))
-        }
-        fn next_u64(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.0 = x;
-            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        /// Uniform in [0, 1).
-        fn unit(&mut self) -> f64 {
-            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-        }
-        fn chance(&mut self, p: f64) -> bool {
-            self.unit() < p
-        }
-        fn up_to(&mut self, max: u64) -> u64 {
-            self.next_u64() % (max + 1)
-        }
-    }
 
     fn pkt(seq: u64) -> Vec<u8> {
         seq.to_le_bytes().to_vec()
@@ -468,92 +442,6 @@ mod tests {
         let mut b = [0u8; 8];
         b.copy_from_slice(&p[..8]);
         u64::from_le_bytes(b)
-    }
-
-    const SENDER_CLOCK_OFFSET: u64 = 5_000_000;
-    const TALK_START: u64 = 10_000;
-
-    #[derive(Clone, Copy, Debug)]
-    enum JitterModel {
-        Uniform(u64),
-        Exponential(u64),
-    }
-
-    #[derive(Clone, Copy, Debug)]
-    struct Net {
-        frames: u64,
-        base_ms: u64,
-        jitter: JitterModel,
-        loss: f64,
-        reorder: f64,
-        duplicate: f64,
-        /// (burst period, one-way delay): one transaction in flight.
-        bursty: Option<(u64, u64)>,
-        /// Target hint carried over from a previous talk.
-        hint_ms: u64,
-    }
-
-    impl Net {
-        fn plain(jitter: JitterModel) -> Self {
-            Net {
-                frames: 1500,
-                base_ms: 30,
-                jitter,
-                loss: 0.0,
-                reorder: 0.0,
-                duplicate: 0.0,
-                bursty: None,
-                hint_ms: 0,
-            }
-        }
-    }
-
-    struct Arrival {
-        at: u64,
-        seq: u64,
-    }
-
-    /// Arrivals in receiver-clock ms, sorted by time; and the set of lost seqs.
-    fn simulate_network(net: &Net, rng: &mut Rng) -> (Vec<Arrival>, BTreeSet<u64>) {
-        let mut out = Vec::new();
-        let mut lost = BTreeSet::new();
-        // Transaction model: next departure time, when the in-flight one returns.
-        let mut next_departure = TALK_START + rng.up_to(net.bursty.map_or(0, |b| b.0));
-        for seq in 0..net.frames {
-            let sent = TALK_START + seq * FRAME_MS;
-            let isolated = !lost.contains(&seq.wrapping_sub(1));
-            if seq > 0 && seq + 1 < net.frames && isolated && rng.chance(net.loss) {
-                lost.insert(seq);
-                continue;
-            }
-            let jitter = match net.jitter {
-                JitterModel::Uniform(max) => rng.up_to(max),
-                JitterModel::Exponential(mean) => {
-                    (-(1.0 - rng.unit()).ln() * mean as f64).round() as u64
-                }
-            };
-            let mut at = match net.bursty {
-                None => sent + net.base_ms + jitter,
-                Some((period, one_way)) => {
-                    while next_departure < sent {
-                        next_departure += period;
-                    }
-                    next_departure + one_way + jitter
-                }
-            };
-            if rng.chance(net.reorder) {
-                at += 20 + rng.up_to(40);
-            }
-            out.push(Arrival { at, seq });
-            if rng.chance(net.duplicate) {
-                out.push(Arrival {
-                    at: at + rng.up_to(100),
-                    seq,
-                });
-            }
-        }
-        out.sort_by_key(|a| a.at);
-        (out, lost)
     }
 
     struct RunResult {

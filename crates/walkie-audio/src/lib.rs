@@ -1,15 +1,31 @@
-//! Walkie's audio crate: the Opus codec (`codec`), the Ogg Opus recording
-//! writer and checker (`ogg_opus`), WAV files (`wav`), the voice-message
-//! waveform (`waveform`), and signal comparison for tests and benchmarks
-//! (`similarity`), and the adaptive jitter buffer (`jitter`). Device capture
-//! and playback and the mixing queue follow (see `docs/architecture.md`).
+//! Walkie's audio crate.
+//!
+//! Send path: a [`frames::FrameSource`] (microphone: `capture`, opened on
+//! press, converted to 48 kHz mono by `resample`; or a WAV file) run by
+//! `source_thread`, then the Opus encoder (`codec`).
+//! Receive path: `player` (one thread) takes talks into the `mixing_queue`
+//! (one talk at a time, the rest queued; `queue_store` keeps unplayed talks
+//! encrypted on disk), plays the live one through the `jitter` buffer and
+//! the Opus decoder with FEC/PLC, mixes in `cues`, and writes to a
+//! [`frames::FrameSink`] (speakers: `output`, opened on demand; or a WAV).
+//! Recordings: `ogg_opus` and `waveform`. Tools for tests and benchmarks:
+//! `netsim` (seeded network), `similarity`, `test_signal`.
 
+mod audio_host;
+pub mod capture;
 pub mod codec;
+pub mod cues;
+pub mod frames;
 pub mod jitter;
+pub mod mixing_queue;
+pub mod netsim;
 pub mod ogg_opus;
+pub mod output;
+pub mod player;
+pub mod queue_store;
+pub mod resample;
 pub mod similarity;
+pub mod source_thread;
+pub mod test_signal;
 pub mod wav;
 pub mod waveform;
-
-#[cfg(test)]
-mod test_signal;

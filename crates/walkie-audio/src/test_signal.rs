@@ -1,12 +1,12 @@
-//! Test-only signal generators shared by the unit tests of the audio
-//! modules: a deterministic speech-like stand-in and a small PRNG.
+//! Deterministic signals for the unit tests and the audio benchmark: a
+//! speech-like stand-in and (tests only) a small PRNG.
 
 use crate::codec::SAMPLE_RATE;
 
 /// A speech-like stand-in at 48 kHz: a gliding fundamental (110–190 Hz) with
 /// harmonics up to ~3.4 kHz shaped by two moving formant bumps, amplitude
 /// modulated at syllable rate (~4 Hz) with short pauses. Peak about −6 dBFS.
-pub(crate) fn speech_like(seconds: f64) -> Vec<i16> {
+pub fn speech_like(seconds: f64) -> Vec<i16> {
     let rate = f64::from(SAMPLE_RATE);
     let n = (seconds * rate).round() as usize;
     let mut phase = 0.0f64;
@@ -40,8 +40,10 @@ pub(crate) fn speech_like(seconds: f64) -> Vec<i16> {
 }
 
 /// xorshift64*: deterministic pseudo-random numbers for tests.
+#[cfg(test)]
 pub(crate) struct Rng(u64);
 
+#[cfg(test)]
 impl Rng {
     pub(crate) fn new(seed: u64) -> Self {
         Self(seed.max(1))

@@ -1,0 +1,270 @@
+//! Speaker output through rodio, opened on the first frame written and
+//! closed by [`FrameSink::suspend`] (the player suspends after a short idle
+//! time): no output stream exists while nothing plays. Owns the device
+//! lookup, the lock-free ring between the player thread and the device
+//! callback, and underrun counting. rodio converts our 48 kHz mono to the
+//! device's rate and channels.
+
+use std::{
+    num::NonZero,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use cpal::traits::HostTrait;
+use rodio::{DeviceSinkBuilder, MixerDeviceSink, Source};
+
+use crate::{
+    audio_host,
+    codec::{FRAME_SAMPLES, SAMPLE_RATE},
+    frames::{i16_to_f32, DeviceError, Frame, FrameSink, Result},
+};
+
+/// Audio the player keeps queued ahead of the device: 2 frames (40 ms). Less
+/// underruns on a busy machine; more only adds delay.
+pub const AHEAD_FRAMES: usize = 2;
+/// Ring capacity: room for the target plus a burst.
+const RING_SAMPLES: usize = FRAME_SAMPLES * 8;
+/// Device buffer asked for (10 ms); devices that refuse get their default.
+const DEVICE_BUFFER_FRAMES: u32 = 480;
+
+/// State shared with the device callback.
+#[derive(Debug, Default)]
+struct Shared {
+    closed: AtomicBool,
+    underruns: AtomicU64,
+    played: AtomicU64,
+    failed: AtomicBool,
+}
+
+/// The rodio source the device pulls: samples from the ring, silence when
+/// the ring is empty (an underrun), the end when the sink closes.
+struct RingSource {
+    rx: rtrb::Consumer<f32>,
+    shared: Arc<Shared>,
+    starved: bool,
+}
+
+impl Iterator for RingSource {
+    type Item = f32;
+
+    fn next(&mut self) -> Option<f32> {
+        if self.shared.closed.load(Ordering::Relaxed) {
+            return None;
+        }
+        match self.rx.pop() {
+            Ok(sample) => {
+                self.starved = false;
+                self.shared.played.fetch_add(1, Ordering::Relaxed);
+                Some(sample)
+            }
+            Err(_) => {
+                if !self.starved {
+                    self.starved = true;
+                    self.shared.underruns.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(0.0)
+            }
+        }
+    }
+}
+
+impl Source for RingSource {
+    fn current_span_len(&self) -> Option<usize> {
+        None
+    }
+    fn channels(&self) -> rodio::ChannelCount {
+        NonZero::<u16>::MIN
+    }
+    fn sample_rate(&self) -> rodio::SampleRate {
+        NonZero::new(SAMPLE_RATE).unwrap_or(NonZero::<u32>::MIN)
+    }
+    fn total_duration(&self) -> Option<Duration> {
+        None
+    }
+}
+
+struct Open {
+    _device: MixerDeviceSink,
+    tx: rtrb::Producer<f32>,
+    shared: Arc<Shared>,
+}
+
+/// Speakers as a [`FrameSink`].
+pub struct DeviceSink {
+    device: Option<String>,
+    open: Option<Open>,
+    underruns_before: u64,
+}
+
+impl std::fmt::Debug for DeviceSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceSink")
+            .field("device", &self.device)
+            .field("open", &self.open.is_some())
+            .finish()
+    }
+}
+
+/// Names of the output devices, for the device picker.
+pub fn output_device_names() -> Result<Vec<String>> {
+    let host = audio_host::host();
+    let devices = host.output_devices().map_err(|e| DeviceError::Open {
+        kind: "output",
+        name: "(any)".into(),
+        reason: e.to_string(),
+    })?;
+    Ok(devices.map(|d| audio_host::device_name(&d)).collect())
+}
+
+impl DeviceSink {
+    /// A sink for the named output device (or the default one). Nothing is
+    /// opened until the first frame.
+    pub fn new(device: Option<String>) -> Self {
+        Self {
+            device,
+            open: None,
+            underruns_before: 0,
+        }
+    }
+
+    /// Device underruns (the ring ran dry while playing) so far.
+    pub fn underruns(&self) -> u64 {
+        self.underruns_before
+            + self
+                .open
+                .as_ref()
+                .map_or(0, |o| o.shared.underruns.load(Ordering::Relaxed))
+    }
+
+    fn open(&mut self) -> Result<&mut Open> {
+        if self.open.is_none() {
+            let opened = open_device(self.device.as_deref())?;
+            self.open = Some(opened);
+        }
+        // Just set above.
+        self.open.as_mut().ok_or_else(|| DeviceError::NotFound {
+            kind: "output",
+            name: self.device.clone(),
+        })
+    }
+
+    fn close(&mut self) {
+        if let Some(open) = self.open.take() {
+            open.shared.closed.store(true, Ordering::Relaxed);
+            self.underruns_before += open.shared.underruns.load(Ordering::Relaxed);
+            tracing::info!(
+                played_samples = open.shared.played.load(Ordering::Relaxed),
+                "output closed"
+            );
+        }
+    }
+}
+
+fn open_device(name: Option<&str>) -> Result<Open> {
+    let host = audio_host::host();
+    let device = match name {
+        None => host.default_output_device(),
+        Some(wanted) => host
+            .output_devices()
+            .ok()
+            .and_then(|mut all| all.find(|d| audio_host::device_name(d) == wanted)),
+    }
+    .ok_or_else(|| DeviceError::NotFound {
+        kind: "output",
+        name: name.map(str::to_owned),
+    })?;
+    let device_name = audio_host::device_name(&device);
+    let shared = Arc::new(Shared::default());
+    let on_error = {
+        let shared = shared.clone();
+        move |err: cpal::Error| {
+            if !matches!(err.kind(), cpal::ErrorKind::Xrun) {
+                tracing::warn!(%err, "output device failed");
+                shared.failed.store(true, Ordering::Relaxed);
+            }
+        }
+    };
+    let builder = || {
+        DeviceSinkBuilder::from_device(device.clone()).map_err(|e| DeviceError::Open {
+            kind: "output",
+            name: device_name.clone(),
+            reason: e.to_string(),
+        })
+    };
+    let mut sink = builder()?
+        .with_buffer_size(cpal::BufferSize::Fixed(DEVICE_BUFFER_FRAMES))
+        .with_error_callback(on_error.clone())
+        .open_stream()
+        .or_else(|_| {
+            builder()?
+                .with_error_callback(on_error)
+                .open_sink_or_fallback()
+                .map_err(|e| DeviceError::Open {
+                    kind: "output",
+                    name: device_name.clone(),
+                    reason: e.to_string(),
+                })
+        })?;
+    sink.log_on_drop(false);
+    let (tx, rx) = rtrb::RingBuffer::new(RING_SAMPLES);
+    sink.mixer().add(RingSource {
+        rx,
+        shared: shared.clone(),
+        starved: false,
+    });
+    tracing::info!(device = %device_name, config = ?sink.config(), "output opened");
+    Ok(Open {
+        _device: sink,
+        tx,
+        shared,
+    })
+}
+
+impl FrameSink for DeviceSink {
+    fn frames_wanted(&mut self) -> Result<usize> {
+        let Some(open) = &self.open else {
+            return Ok(AHEAD_FRAMES);
+        };
+        if open.shared.failed.load(Ordering::Relaxed) {
+            let name = self.device.clone().unwrap_or_else(|| "default".into());
+            self.close();
+            return Err(DeviceError::Lost {
+                kind: "output",
+                name,
+                reason: "the device reported an error".into(),
+            });
+        }
+        let queued = RING_SAMPLES - open.tx.slots();
+        Ok((AHEAD_FRAMES * FRAME_SAMPLES).saturating_sub(queued) / FRAME_SAMPLES)
+    }
+
+    fn write_frame(&mut self, frame: &Frame) -> Result<()> {
+        let open = self.open()?;
+        for &sample in frame {
+            // A full ring means the device stopped pulling: drop, never block.
+            if open.tx.push(i16_to_f32(sample)).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn suspend(&mut self) -> Result<()> {
+        self.close();
+        Ok(())
+    }
+
+    fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+}
+
+impl Drop for DeviceSink {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
