@@ -16,6 +16,8 @@ pub enum CliError {
     NoConsent(String),
     #[error("{0}")]
     FloorBusy(String),
+    #[error("audio device: {0}")]
+    AudioDevice(String),
     #[error("not signed in: run `walkie login` first")]
     NotSignedIn,
     #[error("{0:#}")]
@@ -33,6 +35,7 @@ impl CliError {
             CliError::NoConsent(_) => 7,
             CliError::FloorBusy(_) => 8,
             CliError::NotSignedIn => 9,
+            CliError::AudioDevice(_) => 10,
         }
     }
 }

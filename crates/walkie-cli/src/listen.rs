@@ -1,19 +1,43 @@
-//! `walkie listen [ROOM…] --out DIR`: prints every engine event as one JSON
-//! line and writes each received talk, decoded in sequence order, to
-//! `DIR/<session_id>.wav` when it ends.
+//! `walkie listen [ROOM…] --out DIR [--play]`: prints every engine event as
+//! one JSON line and writes each received talk, decoded in sequence order,
+//! to `DIR/<session_id>.wav` when it ends. With `--play` the talks also go
+//! through the player (jitter buffer, mixing queue, cues) to the speakers,
+//! and the player's events (output opened/closed, talk playing/played) are
+//! printed too.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    path::Path,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
 use serde_json::json;
 use tokio::sync::mpsc;
-use walkie_audio::{codec::OpusDecoder, wav};
+use walkie_audio::{
+    codec::OpusDecoder,
+    mixing_queue::{QueueEvent, TalkMeta},
+    output::DeviceSink,
+    player::{Player, PlayerConfig, PlayerEvent},
+    queue_store::QueueStore,
+    wav,
+};
 use walkie_core::EngineEvent;
 
 use crate::exit::CliError;
+
+/// What to listen to and where it goes.
+#[derive(Debug)]
+pub struct ListenOptions {
+    /// Rooms to take talks from (empty: all walkie groups).
+    pub rooms: Vec<String>,
+    pub out: PathBuf,
+    /// Exit after this many talks were saved (and, with `play`, played and
+    /// the output closed again).
+    pub talks: Option<usize>,
+    pub timeout: Option<Duration>,
+    /// Play to this output device (`Some(None)`: the default one).
+    pub play: Option<Option<String>>,
+}
 
 #[derive(Default)]
 struct Received {
@@ -26,47 +50,137 @@ fn print(value: &serde_json::Value) {
     println!("{value}");
 }
 
+fn to_json(event: &EngineEvent) -> Result<serde_json::Value, CliError> {
+    serde_json::to_value(event).map_err(|e| CliError::Other(e.into()))
+}
+
+fn player_json(event: &PlayerEvent) -> serde_json::Value {
+    match event {
+        PlayerEvent::OutputOpened => json!({"event": "output_opened"}),
+        PlayerEvent::OutputClosed => json!({"event": "output_closed"}),
+        PlayerEvent::OutputFailed(reason) => json!({"event": "output_failed", "reason": reason}),
+        PlayerEvent::CueStarted(cue) => json!({"event": "cue", "cue": cue}),
+        PlayerEvent::Queue(q) => json!({"event": "queue", "detail": format!("{q:?}")}),
+    }
+}
+
+/// Where `walkie listen` is in its run.
+struct Progress {
+    saved: usize,
+    played: usize,
+    output_open: bool,
+}
+
+impl Progress {
+    fn done(&self, options: &ListenOptions) -> bool {
+        let Some(n) = options.talks else { return false };
+        self.saved >= n && (options.play.is_none() || (self.played >= n && !self.output_open))
+    }
+}
+
 pub async fn run(
     mut events: mpsc::UnboundedReceiver<EngineEvent>,
-    rooms: &[String],
-    out: &Path,
-    talks: Option<usize>,
-    timeout: Option<Duration>,
+    options: &ListenOptions,
+    store: Option<QueueStore>,
 ) -> Result<(), CliError> {
-    std::fs::create_dir_all(out).map_err(|e| CliError::Other(e.into()))?;
+    std::fs::create_dir_all(&options.out).map_err(|e| CliError::Other(e.into()))?;
+    let (player_tx, mut player_events) = mpsc::unbounded_channel();
+    let player = match &options.play {
+        None => None,
+        Some(device) => Some(
+            Player::start(
+                Box::new(DeviceSink::new(device.clone())),
+                PlayerConfig::default(),
+                store,
+                move |event| {
+                    let _ = player_tx.send(event);
+                },
+            )
+            .map_err(|e| CliError::Other(e.into()))?,
+        ),
+    };
     let mut sessions: HashMap<String, Received> = HashMap::new();
-    let mut saved = 0usize;
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut start_ts: HashMap<String, u64> = HashMap::new();
+    let mut progress = Progress {
+        saved: 0,
+        played: 0,
+        output_open: false,
+    };
+    let deadline = options.timeout.map(|t| tokio::time::Instant::now() + t);
+    let wanted = |room: &str| options.rooms.is_empty() || options.rooms.iter().any(|r| r == room);
     loop {
-        let event = match deadline {
-            Some(d) => match tokio::time::timeout_at(d, events.recv()).await {
-                Ok(e) => e,
-                Err(_) => break,
-            },
-            None => events.recv().await,
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let event = tokio::select! {
+            e = events.recv() => e,
+            Some(p) = player_events.recv() => {
+                match &p {
+                    PlayerEvent::OutputOpened => progress.output_open = true,
+                    PlayerEvent::OutputClosed => progress.output_open = false,
+                    PlayerEvent::Queue(QueueEvent::Finished { .. }) => progress.played += 1,
+                    _ => {}
+                }
+                print(&player_json(&p));
+                if progress.done(options) {
+                    break;
+                }
+                continue;
+            }
+            _ = sleep => break,
         };
         let Some(event) = event else { break };
-        let wanted = |room: &str| rooms.is_empty() || rooms.iter().any(|r| r == room);
         match &event {
+            EngineEvent::TalkStarted {
+                room_id,
+                user_id,
+                session_id,
+                start_ts: ts,
+                ..
+            } if wanted(room_id) => {
+                start_ts.insert(session_id.clone(), *ts);
+                if let Some(player) = &player {
+                    player.talk_started(TalkMeta {
+                        group: room_id.clone(),
+                        session: session_id.clone(),
+                        sender: user_id.clone(),
+                        start_ts_ms: *ts,
+                    });
+                }
+            }
             EngineEvent::Audio {
                 room_id,
                 session_id,
                 seq,
+                ts,
                 frames,
                 ..
             } if wanted(room_id) => {
                 let entry = sessions.entry(session_id.clone()).or_default();
                 entry.room_id = room_id.clone();
                 entry.chunks.insert(*seq, frames.clone());
+                if let Some(player) = &player {
+                    // The frame index on the talk's 20 ms timeline.
+                    let start = start_ts.get(session_id).copied().unwrap_or(*ts);
+                    let first_frame = (ts.saturating_sub(start) + 10) / 20;
+                    player.frames(room_id, session_id, first_frame, *ts, frames.clone());
+                }
             }
             EngineEvent::TalkEnded {
                 room_id,
                 session_id,
                 ..
             } if wanted(room_id) => {
-                print(&serde_json::to_value(&event).map_err(|e| CliError::Other(e.into()))?);
+                print(&to_json(&event)?);
+                if let Some(player) = &player {
+                    player.talk_ended(session_id);
+                }
+                start_ts.remove(session_id);
                 if let Some(received) = sessions.remove(session_id) {
-                    let path = out.join(format!("{session_id}.wav"));
+                    let path = options.out.join(format!("{session_id}.wav"));
                     let samples = save(&received, &path)?;
                     print(&json!({
                         "event": "saved",
@@ -75,8 +189,8 @@ pub async fn run(
                         "path": path,
                         "samples": samples,
                     }));
-                    saved += 1;
-                    if talks.is_some_and(|n| saved >= n) {
+                    progress.saved += 1;
+                    if progress.done(options) {
                         break;
                     }
                 }
@@ -84,8 +198,9 @@ pub async fn run(
             }
             _ => {}
         }
-        print(&serde_json::to_value(&event).map_err(|e| CliError::Other(e.into()))?);
+        print(&to_json(&event)?);
     }
+    drop(player);
     Ok(())
 }
 

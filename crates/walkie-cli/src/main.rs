@@ -22,6 +22,10 @@ use walkie_core::{
 };
 
 use exit::CliError;
+use walkie_audio::{
+    output::DeviceSink,
+    player::{Player, PlayerConfig},
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -87,11 +91,27 @@ enum Command {
     },
     /// Consenting devices with their remaining time, and who holds the floor.
     Status { room: String },
-    /// Talk a 48 kHz WAV file into a room, live.
+    /// Talk into a room, live: a 48 kHz WAV file (--wav) or the microphone
+    /// (--mic, opened on press; the talk-permit cue sounds once it is live).
     Talk {
         room: String,
+        #[arg(long, required_unless_present = "mic", conflicts_with = "mic")]
+        wav: Option<PathBuf>,
         #[arg(long)]
-        wav: PathBuf,
+        mic: bool,
+        /// Capture device name (see `walkie devices`); default: the system's.
+        #[arg(long, requires = "mic")]
+        device: Option<String>,
+        /// Release after this many seconds of capture (default: end of the
+        /// file; with --mic, Ctrl-C).
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Opus bitrate in bit/s.
+        #[arg(long, default_value_t = walkie_audio::codec::DEFAULT_BITRATE)]
+        bitrate: u32,
+        /// No talk-permit / busy cues (they play on the default output).
+        #[arg(long)]
+        no_cues: bool,
         /// 20 ms frames per to-device message.
         #[arg(long, default_value_t = 2)]
         batch: usize,
@@ -111,7 +131,19 @@ enum Command {
         /// Exit after this many seconds.
         #[arg(long)]
         timeout: Option<f64>,
+        /// Also play the talks on the speakers, through the mixing queue.
+        #[arg(long)]
+        play: bool,
+        /// Output device name (see `walkie devices`); default: the system's.
+        #[arg(long, requires = "play")]
+        output_device: Option<String>,
+        /// Keep talks not played yet across restarts, encrypted with a key
+        /// from the OS keyring (needs a Secret Service).
+        #[arg(long, requires = "play")]
+        keep_unplayed: bool,
     },
+    /// The audio input and output devices, as JSON.
+    Devices,
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -224,6 +256,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         None => default_data_dir()?,
     };
     match cli.command {
+        Command::Devices => print_devices()?,
         Command::ServerInfo { server } => {
             let server = match server.strip_prefix('@').and_then(|u| u.split_once(':')) {
                 Some((_, name)) => name.to_owned(),
@@ -379,6 +412,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Talk {
             room,
             wav,
+            mic,
+            device,
+            seconds,
+            bitrate,
+            no_cues,
             batch,
             start_at,
         } => {
@@ -396,24 +434,60 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 let wait = at.saturating_sub(now_ms());
                 tokio::time::sleep(Duration::from_millis(wait)).await;
             }
-            let summary = talk::run(&engine, &room, &wav, batch).await;
+            let input = match wav {
+                Some(path) => talk::Input::Wav(path),
+                None if mic => talk::Input::Mic(device),
+                None => return Err(anyhow::anyhow!("give --wav FILE or --mic").into()),
+            };
+            let options = talk::TalkOptions {
+                batch,
+                seconds,
+                bitrate,
+            };
+            // Cues go to the default output, opened only while they sound.
+            let player = (mic && !no_cues).then(|| {
+                Player::start(
+                    Box::new(DeviceSink::new(None)),
+                    PlayerConfig::default(),
+                    None,
+                    |_| {},
+                )
+            });
+            let player = player.transpose().map_err(anyhow::Error::from)?;
+            let outcome = talk::run(&engine, &room, &input, &options, player.as_ref()).await;
+            drop(player);
             // The recording goes out now (the engine's poster may already be
             // at it; this pass waits for it) and stays in the outbox if it
             // cannot.
             let report = engine.post_pending().await;
-            let summary = summary?;
+            let talk::TalkOutcome {
+                summary,
+                device_error,
+            } = outcome?;
             let posted = !engine.recording_pending(&summary.session_id);
             finish(&engine, tasks).await;
             let mut out = serde_json::to_value(&summary).map_err(anyhow::Error::from)?;
             out["recording"] = json!({"posted": posted, "failed": report.failed});
+            out["device_error"] = json!(device_error);
             println!("{out}");
+            if let Some(error) = device_error {
+                return Err(CliError::AudioDevice(error));
+            }
         }
         Command::Listen {
             rooms,
             out,
             talks,
             timeout,
+            play,
+            output_device,
+            keep_unplayed,
         } => {
+            let store = if keep_unplayed {
+                Some(unplayed_store(&data_dir).await?)
+            } else {
+                None
+            };
             let account = restore(&data_dir).await?;
             let (engine, tasks, events) = start_engine(&account).await?;
             let mut resolved = Vec::new();
@@ -425,10 +499,43 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 json!({"event": "listening", "rooms": resolved, "user_id": account.user_id(), "device_id": account.device_id()})
             );
             let timeout = timeout.map(Duration::from_secs_f64);
-            let result = listen::run(events, &resolved, &out, talks, timeout).await;
+            let options = listen::ListenOptions {
+                rooms: resolved,
+                out,
+                talks,
+                timeout,
+                play: play.then_some(output_device),
+            };
+            let result = listen::run(events, &options, store).await;
             finish(&engine, tasks).await;
             result?;
         }
     }
+    Ok(())
+}
+
+/// The encrypted store of unplayed talks in `data_dir/unplayed`, keyed by
+/// a key kept in the OS keyring for this data directory.
+async fn unplayed_store(
+    data_dir: &std::path::Path,
+) -> Result<walkie_audio::queue_store::QueueStore, CliError> {
+    let name = format!("unplayed-talks-key {}", data_dir.display());
+    let key = tokio::task::spawn_blocking(move || {
+        walkie_core::secrets::Keyring::default().key_256(&name)
+    })
+    .await
+    .map_err(anyhow::Error::from)?
+    .map_err(anyhow::Error::from)?;
+    walkie_audio::queue_store::QueueStore::open(data_dir.join("unplayed"), &key)
+        .map_err(|e| CliError::Other(e.into()))
+}
+
+/// `walkie devices`.
+fn print_devices() -> Result<(), CliError> {
+    let inputs = walkie_audio::capture::input_device_names()
+        .map_err(|e| CliError::AudioDevice(e.to_string()))?;
+    let outputs = walkie_audio::output::output_device_names()
+        .map_err(|e| CliError::AudioDevice(e.to_string()))?;
+    println!("{}", json!({"inputs": inputs, "outputs": outputs}));
     Ok(())
 }

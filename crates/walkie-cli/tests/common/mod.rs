@@ -53,29 +53,39 @@ impl Cli {
     /// Starts `walkie listen`; returns once it printed `listening`, with a
     /// channel of its later stdout lines.
     pub fn listen(&self, args: &[&str]) -> Result<(Child, mpsc::Receiver<Value>)> {
-        let mut child = self
-            .command()
-            .arg("listen")
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let stdout = child.stdout.take().context("listen stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(v).is_err() {
-                        break;
-                    }
+        spawn_listener(self.command(), args)
+    }
+}
+
+/// Starts `walkie listen` from a prepared command (data dir, environment);
+/// returns once it printed `listening`, with a channel of its later lines.
+pub fn spawn_listener(mut cmd: Command, args: &[&str]) -> Result<(Child, mpsc::Receiver<Value>)> {
+    let mut child = cmd
+        .arg("listen")
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let rx = json_lines(child.stdout.take().context("listen stdout")?);
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(v) if v["event"] == "listening" => Ok((child, rx)),
+        Ok(v) => bail!("listen printed {v} first"),
+        Err(_) => bail!("listen did not start"),
+    }
+}
+
+/// A child's stdout as a channel of its JSON lines (others are ignored).
+pub fn json_lines(stdout: std::process::ChildStdout) -> mpsc::Receiver<Value> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if tx.send(v).is_err() {
+                    break;
                 }
             }
-        });
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(v) if v["event"] == "listening" => Ok((child, rx)),
-            Ok(v) => bail!("listen printed {v} first"),
-            Err(_) => bail!("listen did not start"),
         }
-    }
+    });
+    rx
 }
 
 pub fn login(hs: &Synapse, cli: &Cli, user: &walkie_tests::Registered) -> Result<Value> {
