@@ -1,11 +1,15 @@
 //! Test support for Walkie's integration and end-to-end tests: a real
 //! Synapse per test on a free loopback port ([`synapse`]), users registered
-//! through its shared-secret API, and signed-in matrix-sdk clients.
+//! through its shared-secret API, and signed-in matrix-sdk clients; a
+//! private PulseAudio server per test with a fake microphone and speaker
+//! ([`pulse`]).
 #![recursion_limit = "256"]
 
 pub mod desktop;
+pub mod pulse;
 pub mod synapse;
 
+pub use pulse::PulseAudio;
 pub use synapse::{Registered, Synapse};
 
 /// Sets up `tracing` output for a test binary once (RUST_LOG filters it).

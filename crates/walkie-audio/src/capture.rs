@@ -26,6 +26,9 @@ use crate::{
 /// Callbacks the channel holds before new ones are dropped (~2 s at 10 ms
 /// callbacks): a stalled consumer loses audio, it never blocks the device.
 const CHANNEL_CALLBACKS: usize = 200;
+/// Capture period asked of the device: 10 ms (the default ALSA period made
+/// the first samples arrive ~31 ms after opening).
+const CAPTURE_PERIOD_MS: u32 = 10;
 /// How long `next_frame` waits for samples before it reports the device as
 /// silent (a working device delivers every 10–40 ms).
 pub const STALL_TIMEOUT: Duration = Duration::from_millis(2_000);
@@ -97,20 +100,34 @@ impl Capture {
             .default_input_config()
             .map_err(|e| open_err(e.to_string()))?;
         let format = supported.sample_format();
-        let config: cpal::StreamConfig = supported.into();
+        let mut config: cpal::StreamConfig = supported.into();
         let converter = ToMono48k::new(config.sample_rate, config.channels)?;
         let (tx, rx) = mpsc::sync_channel(CHANNEL_CALLBACKS);
-        let stream = match format {
-            SampleFormat::F32 => build::<f32>(&device, &config, tx),
-            SampleFormat::I16 => build::<i16>(&device, &config, tx),
-            SampleFormat::I32 => build::<i32>(&device, &config, tx),
-            SampleFormat::U16 => build::<u16>(&device, &config, tx),
-            SampleFormat::U8 => build::<u8>(&device, &config, tx),
-            SampleFormat::I8 => build::<i8>(&device, &config, tx),
-            SampleFormat::F64 => build::<f64>(&device, &config, tx),
-            other => return Err(open_err(format!("sample format {other} is not supported"))),
-        }
-        .map_err(|e| open_err(e.to_string()))?;
+        let build_with = |config: &cpal::StreamConfig| match format {
+            SampleFormat::F32 => build::<f32>(&device, config, tx.clone()),
+            SampleFormat::I16 => build::<i16>(&device, config, tx.clone()),
+            SampleFormat::I32 => build::<i32>(&device, config, tx.clone()),
+            SampleFormat::U16 => build::<u16>(&device, config, tx.clone()),
+            SampleFormat::U8 => build::<u8>(&device, config, tx.clone()),
+            SampleFormat::I8 => build::<i8>(&device, config, tx.clone()),
+            SampleFormat::F64 => build::<f64>(&device, config, tx.clone()),
+            other => Err(cpal::Error::with_message(
+                cpal::ErrorKind::UnsupportedConfig,
+                format!("sample format {other} is not supported"),
+            )),
+        };
+        // A short device period makes the first samples (and every later
+        // block) arrive sooner; a device that refuses it keeps its default.
+        let default_buffer = config.buffer_size;
+        config.buffer_size = cpal::BufferSize::Fixed(config.sample_rate * CAPTURE_PERIOD_MS / 1000);
+        let stream = match build_with(&config) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(error = %e, "short capture period refused; using the default");
+                config.buffer_size = default_buffer;
+                build_with(&config).map_err(|e| open_err(e.to_string()))?
+            }
+        };
         stream.play().map_err(|e| open_err(e.to_string()))?;
         tracing::info!(
             device = %name,
@@ -233,6 +250,8 @@ where
     f32: FromSample<T>,
 {
     let err_tx = tx.clone();
+    let errors = std::sync::atomic::AtomicU64::new(0);
+    let mut reported = false;
     let mut dropped = 0u64;
     device.build_input_stream(
         *config,
@@ -249,12 +268,11 @@ where
             }
         },
         move |err: cpal::Error| {
-            // Only errors that end the stream matter; an xrun is logged.
-            if matches!(err.kind(), cpal::ErrorKind::Xrun) {
-                tracing::debug!(%err, "capture xrun");
-                return;
+            // Only errors that end the stream are reported, once.
+            if !reported && crate::output::is_fatal(&err, &errors) {
+                reported = true;
+                let _ = err_tx.try_send(Delivery::Failed(err.to_string()));
             }
-            let _ = err_tx.try_send(Delivery::Failed(err.to_string()));
         },
         None,
     )

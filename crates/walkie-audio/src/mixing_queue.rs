@@ -132,6 +132,11 @@ pub const MAX_PENDING_EVENTS: usize = 4096;
 /// Talks over (played, skipped, evicted) remembered to refuse their late
 /// messages with [`QueueError::TalkOver`] instead of `UnknownTalk`.
 pub const REMEMBERED_OVER_TALKS: usize = 1024;
+/// Jitter-buffer target for a sender heard for the first time. Two-frame
+/// messages alone arrive with 20 ms of jitter and a loopback to-device hop
+/// adds ~20 ms more; starting at the target the buffer would grow to anyway
+/// saves inserting concealed frames into the first words of a talk.
+pub const FIRST_TALK_TARGET_MS: u64 = 60;
 /// Senders whose last live target delay is remembered as a jitter hint.
 const REMEMBERED_HINTS: usize = 256;
 
@@ -961,7 +966,7 @@ impl MixingQueue {
             .iter()
             .rev()
             .find(|(s, _)| s == sender)
-            .map_or(0, |&(_, h)| h)
+            .map_or(FIRST_TALK_TARGET_MS, |&(_, h)| h)
     }
 
     fn remember_hint(&mut self, sender: &str, target_ms: u64) {

@@ -23,13 +23,19 @@ use crate::{
     frames::{i16_to_f32, DeviceError, Frame, FrameSink, Result},
 };
 
-/// Audio the player keeps queued ahead of the device: 2 frames (40 ms). Less
-/// underruns on a busy machine; more only adds delay.
-pub const AHEAD_FRAMES: usize = 2;
-/// Ring capacity: room for the target plus a burst.
-const RING_SAMPLES: usize = FRAME_SAMPLES * 8;
-/// Device buffer asked for (10 ms); devices that refuse get their default.
-const DEVICE_BUFFER_FRAMES: u32 = 480;
+/// Audio the player keeps queued ahead of the device, beyond one device
+/// period: 1 frame (20 ms). The device takes a whole period per callback
+/// (rodio asks ALSA for 2048 frames, ~43 ms), so a ring shallower than a
+/// period runs dry on every callback and clicks.
+pub const AHEAD_FRAMES: usize = 1;
+/// Device period assumed when the device does not say (~85 ms).
+const UNKNOWN_PERIOD_SAMPLES: usize = 4096;
+/// Ring capacity: room for the largest period plus the margin and a burst.
+const RING_SAMPLES: usize = FRAME_SAMPLES * 16;
+/// Non-fatal device errors in a row after which the device counts as
+/// failed: ALSA's pulse plugin reports a vanished server as a storm of
+/// `BackendError`s (~750 000 a second) rather than once.
+const ERROR_STORM: u64 = 1_000;
 
 /// State shared with the device callback.
 #[derive(Debug, Default)]
@@ -37,7 +43,19 @@ struct Shared {
     closed: AtomicBool,
     underruns: AtomicU64,
     played: AtomicU64,
+    errors: AtomicU64,
     failed: AtomicBool,
+}
+
+/// Whether a device error ends the stream: a lost device or server at once,
+/// anything else (xruns, transient backend errors) only as a storm.
+pub(crate) fn is_fatal(err: &cpal::Error, count: &AtomicU64) -> bool {
+    use cpal::ErrorKind as K;
+    match err.kind() {
+        K::DeviceNotAvailable | K::HostUnavailable | K::StreamInvalidated => true,
+        K::Xrun => false,
+        _ => count.fetch_add(1, Ordering::Relaxed) + 1 >= ERROR_STORM,
+    }
 }
 
 /// The rodio source the device pulls: samples from the ring, silence when
@@ -91,6 +109,10 @@ struct Open {
     _device: MixerDeviceSink,
     tx: rtrb::Producer<f32>,
     shared: Arc<Shared>,
+    /// Samples (at 48 kHz) to keep queued: one device period plus margin,
+    /// grown by a frame at every underrun.
+    ahead_samples: usize,
+    underruns_seen: u64,
 }
 
 /// Speakers as a [`FrameSink`].
@@ -182,9 +204,8 @@ fn open_device(name: Option<&str>) -> Result<Open> {
     let on_error = {
         let shared = shared.clone();
         move |err: cpal::Error| {
-            if !matches!(err.kind(), cpal::ErrorKind::Xrun) {
+            if is_fatal(&err, &shared.errors) && !shared.failed.swap(true, Ordering::Relaxed) {
                 tracing::warn!(%err, "output device failed");
-                shared.failed.store(true, Ordering::Relaxed);
             }
         }
     };
@@ -195,39 +216,46 @@ fn open_device(name: Option<&str>) -> Result<Open> {
             reason: e.to_string(),
         })
     };
+    // The device's own buffer size: a forced short one (10 ms) made ALSA's
+    // pulse plugin fail with I/O errors on every period.
     let mut sink = builder()?
-        .with_buffer_size(cpal::BufferSize::Fixed(DEVICE_BUFFER_FRAMES))
-        .with_error_callback(on_error.clone())
-        .open_stream()
-        .or_else(|_| {
-            builder()?
-                .with_error_callback(on_error)
-                .open_sink_or_fallback()
-                .map_err(|e| DeviceError::Open {
-                    kind: "output",
-                    name: device_name.clone(),
-                    reason: e.to_string(),
-                })
+        .with_error_callback(on_error)
+        .open_sink_or_fallback()
+        .map_err(|e| DeviceError::Open {
+            kind: "output",
+            name: device_name.clone(),
+            reason: e.to_string(),
         })?;
     sink.log_on_drop(false);
+    let config = sink.config();
+    let period = match config.buffer_size() {
+        cpal::BufferSize::Fixed(frames) => {
+            // The period in device frames, as 48 kHz samples.
+            *frames as usize * SAMPLE_RATE as usize / config.sample_rate().get().max(1) as usize
+        }
+        cpal::BufferSize::Default => UNKNOWN_PERIOD_SAMPLES,
+    };
+    let ahead_samples = (period + AHEAD_FRAMES * FRAME_SAMPLES).min(RING_SAMPLES - FRAME_SAMPLES);
     let (tx, rx) = rtrb::RingBuffer::new(RING_SAMPLES);
     sink.mixer().add(RingSource {
         rx,
         shared: shared.clone(),
         starved: false,
     });
-    tracing::info!(device = %device_name, config = ?sink.config(), "output opened");
+    tracing::info!(device = %device_name, config = ?sink.config(), ahead_samples, "output opened");
     Ok(Open {
         _device: sink,
         tx,
         shared,
+        ahead_samples,
+        underruns_seen: 0,
     })
 }
 
 impl FrameSink for DeviceSink {
     fn frames_wanted(&mut self) -> Result<usize> {
-        let Some(open) = &self.open else {
-            return Ok(AHEAD_FRAMES);
+        let Some(open) = self.open.as_mut() else {
+            return Ok(1);
         };
         if open.shared.failed.load(Ordering::Relaxed) {
             let name = self.device.clone().unwrap_or_else(|| "default".into());
@@ -238,8 +266,25 @@ impl FrameSink for DeviceSink {
                 reason: "the device reported an error".into(),
             });
         }
+        // The device ran dry: it pulls in bigger or less regular bursts than
+        // its period says (ALSA's pulse plugin does, right after opening).
+        // Keep one frame more queued from now on, up to the ring's size.
+        let underruns = open.shared.underruns.load(Ordering::Relaxed);
+        if underruns > open.underruns_seen {
+            open.underruns_seen = underruns;
+            open.ahead_samples =
+                (open.ahead_samples + FRAME_SAMPLES).min(RING_SAMPLES - FRAME_SAMPLES);
+            tracing::debug!(
+                underruns,
+                ahead_samples = open.ahead_samples,
+                "output underrun; queueing more"
+            );
+        }
         let queued = RING_SAMPLES - open.tx.slots();
-        Ok((AHEAD_FRAMES * FRAME_SAMPLES).saturating_sub(queued) / FRAME_SAMPLES)
+        Ok(open
+            .ahead_samples
+            .saturating_sub(queued)
+            .div_ceil(FRAME_SAMPLES))
     }
 
     fn write_frame(&mut self, frame: &Frame) -> Result<()> {

@@ -46,8 +46,11 @@ struct Received {
     chunks: BTreeMap<u32, Vec<Vec<u8>>>,
 }
 
+/// One JSON line on stdout; a closed stdout (the reader went away) is not
+/// worth a panic.
 fn print(value: &serde_json::Value) {
-    println!("{value}");
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{value}");
 }
 
 fn to_json(event: &EngineEvent) -> Result<serde_json::Value, CliError> {
