@@ -741,4 +741,45 @@ mod tests {
             "end cue at {cue_lag} after the speech"
         );
     }
+
+    #[test]
+    fn malformed_opus_packets_are_concealed_not_fatal() {
+        let sink = MemorySink::default();
+        let (tx, rx) = mpsc::channel();
+        let player = Player::start(
+            Box::new(sink.clone()),
+            PlayerConfig::default(),
+            None,
+            move |e| {
+                let _ = tx.send(e);
+            },
+        )
+        .unwrap();
+        let speech = speech_like(1.0);
+        let mut encoder = OpusEncoder::new().unwrap();
+        let mut packets: Vec<Vec<u8>> = wav::frames(&speech)
+            .map(|f| encoder.encode(&f).unwrap())
+            .collect();
+        // Every 10th packet is garbage: a code-3 header claiming 63 frames.
+        for p in packets.iter_mut().step_by(10) {
+            *p = vec![0xFF, 0xFF, 0xFF, 0xFF];
+        }
+        player.talk_started(TalkMeta {
+            group: "!g:x".into(),
+            session: "s1".into(),
+            sender: "@a:x".into(),
+            start_ts_ms: 1_000,
+        });
+        player.frames("!g:x", "s1", 0, 1_000, packets);
+        player.talk_ended("s1");
+        assert!(rx
+            .iter()
+            .any(|e| matches!(e, PlayerEvent::Queue(QueueEvent::Finished { .. }))));
+        player.drain();
+        drop(player);
+        let out = sink.samples.lock().unwrap().clone();
+        assert!(out.len() >= speech.len(), "{} samples played", out.len());
+        let (corr, _) = normalised_cross_correlation(&speech, &out, out.len() - 1);
+        assert!(corr > 0.7, "correlation {corr}");
+    }
 }

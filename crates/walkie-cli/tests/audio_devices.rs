@@ -199,3 +199,74 @@ fn find_sound(sound: &[i16], recording: &[i16]) -> f64 {
     let to = (onset + sound.len() + 1_000).min(recording.len());
     normalised_cross_correlation(sound, &recording[from..to], 1_500).0
 }
+
+/// The talker's sound server dies mid-talk (as when PulseAudio or PipeWire
+/// crashes): the talk ends cleanly with exit code 10 naming the device,
+/// what was sent before is posted as the voice message, and the listener
+/// sees the talk end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_device_vanishing_mid_talk_ends_the_talk_cleanly() -> Result<()> {
+    let hs = Synapse::start().await?;
+    let mut alice_audio = PulseAudio::start()?;
+    let root = tempfile::tempdir()?;
+    let people = users(&hs, root.path(), &["alice", "bob"]).await?;
+    let [(alice, _), (bob, bob_r)] = &people[..] else {
+        anyhow::bail!("two users expected");
+    };
+    let room = group(alice, &[(bob, &bob_r.user_id)], &[])?;
+    alice.ok(&["consent", &room, "--for", "1h"])?;
+    bob.ok(&["consent", &room, "--for", "1h"])?;
+    let speech = root.path().join("speech.wav");
+    speech_wav(&speech, 8.0)?;
+    let (mut listener, bob_events) = bob.listen(&[
+        &room,
+        "--out",
+        root.path().join("bob-out").to_str().unwrap_or_default(),
+        "--timeout",
+        "120",
+    ])?;
+
+    let mut talk = alice.command();
+    talk.envs(alice_audio.env())
+        .args(["talk", &room, "--mic", "--no-cues", "--seconds", "30"])
+        .stdout(Stdio::piped());
+    let mut talker = talk.spawn()?;
+    let talk_lines = json_lines(talker.stdout.take().context("talk stdout")?);
+    wait_for(&talk_lines, Duration::from_secs(30), |v| {
+        v["event"] == "capture_live"
+    })?;
+    let _feed = alice_audio.play_into_mic(&speech)?;
+    // Once bob has heard a second of it, the sound server dies.
+    wait_for(&bob_events, Duration::from_secs(30), |v| {
+        v["event"] == "audio" && v["seq"].as_u64() >= Some(25)
+    })?;
+    alice_audio.kill()?;
+    let killed = std::time::Instant::now();
+    let status = talker.wait()?;
+    let ended_after = killed.elapsed();
+    let summary: Value = talk_lines
+        .try_iter()
+        .last()
+        .context("talk printed no summary")?;
+    eprintln!("talk ended {ended_after:?} after the server died ({status}): {summary}");
+    assert_eq!(status.code(), Some(10), "exit code for a failed device");
+    assert!(
+        summary["device_error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{summary}"
+    );
+    assert_eq!(summary["recording"]["posted"], true, "{summary}");
+    assert!(summary["frames_sent"].as_u64() >= Some(50), "{summary}");
+    assert!(
+        ended_after < Duration::from_secs(5),
+        "the talk took {ended_after:?} to end"
+    );
+    let (ended, _) = wait_for(&bob_events, Duration::from_secs(30), |v| {
+        v["event"] == "talk_ended"
+    })?;
+    assert_eq!(ended["session_id"], summary["session_id"]);
+    listener.kill()?;
+    listener.wait()?;
+    Ok(())
+}
