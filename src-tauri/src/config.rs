@@ -3,8 +3,12 @@
 //! `WALKIE_HOMESERVER` (URL or server name), `WALKIE_USER` and
 //! `WALKIE_PASSWORD` sign in at start; `WALKIE_DATA_DIR` overrides where the
 //! account's local store lives (default: `$XDG_DATA_HOME/walkie`).
+//! `WALKIE_HOTKEY` is the push-to-talk shortcut (default `ctrl+alt+Space`,
+//! rarely bound elsewhere), `WALKIE_RELEASE_TAIL_MS` how long a talk goes on
+//! after the key is released (default 250 ms, so the last syllable is not
+//! cut), `WALKIE_TALK_ROOM` the group the hotkey talks into at start.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context, Result};
 
@@ -20,7 +24,15 @@ pub struct AppConfig {
     pub data_dir: PathBuf,
     /// `None`: nothing to sign in with; the panel says so.
     pub credentials: Option<Credentials>,
+    pub hotkey: String,
+    pub release_tail: Duration,
+    pub talk_room: Option<String>,
 }
+
+/// Default push-to-talk shortcut.
+pub const DEFAULT_HOTKEY: &str = "ctrl+alt+Space";
+/// Default release tail.
+pub const DEFAULT_RELEASE_TAIL_MS: u64 = 250;
 
 impl AppConfig {
     pub fn from_env() -> Result<Self> {
@@ -48,9 +60,20 @@ impl AppConfig {
             (None, None, None) => None,
             _ => bail!("set all of WALKIE_HOMESERVER, WALKIE_USER and WALKIE_PASSWORD, or none"),
         };
+        let release_tail_ms = match var("WALKIE_RELEASE_TAIL_MS") {
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|&ms| ms <= 2_000)
+                .with_context(|| format!("WALKIE_RELEASE_TAIL_MS={v}: give 0 to 2000 ms"))?,
+            None => DEFAULT_RELEASE_TAIL_MS,
+        };
         Ok(Self {
             data_dir,
             credentials,
+            hotkey: var("WALKIE_HOTKEY").unwrap_or_else(|| DEFAULT_HOTKEY.to_owned()),
+            release_tail: Duration::from_millis(release_tail_ms),
+            talk_room: var("WALKIE_TALK_ROOM"),
         })
     }
 }

@@ -3,6 +3,8 @@
 #![recursion_limit = "256"]
 
 mod config;
+mod hotkey;
+mod radio;
 mod session;
 mod shutdown;
 mod status;
@@ -22,7 +24,9 @@ fn main() -> anyhow::Result<()> {
     tracing::info!(data_dir = %config.data_dir.display(), "starting walkie-app");
 
     tauri::Builder::default()
+        .plugin(tauri_plugin_global_shortcut::Builder::new().build())
         .manage(status::SharedStatus::default())
+        .manage(radio::Radio::default())
         .invoke_handler(tauri::generate_handler![status::status])
         .on_page_load(|webview, payload| {
             if payload.event() == PageLoadEvent::Finished {
@@ -41,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         })
         .setup(move |app| {
             tray::create(app.handle())?;
+            hotkey::register(app.handle(), &config.hotkey);
             shutdown::exit_on_signals(app.handle().clone());
             session::start(app.handle().clone(), config.clone());
             Ok(())

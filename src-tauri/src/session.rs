@@ -1,15 +1,40 @@
 //! The account behind the app: signs in at start with the configured
-//! credentials, then runs the engine's sync loop and reflects it in the
-//! status.
+//! credentials, starts the engine (its own sync loop) and hands it to the
+//! radio, then feeds the engine's events to the radio and the status.
 
 use tauri::{AppHandle, Manager};
-use tokio::sync::mpsc;
-use walkie_core::{Account, SignInRequest, SyncLoop};
+use walkie_audio::queue_store::QueueStore;
+use walkie_core::{secrets::Keyring, Account, Engine, EngineEvent, SignInRequest};
 
 use crate::{
     config::AppConfig,
+    radio::Radio,
     status::{AccountState, SharedStatus},
 };
+
+/// The encrypted store of unplayed talks, its key in the OS keyring. Without
+/// a keyring, talks are still queued, only not kept across restarts.
+async fn unplayed_store(account_dir: &std::path::Path) -> Option<QueueStore> {
+    let name = format!("unplayed-talks-key {}", account_dir.display());
+    let key = tokio::task::spawn_blocking(move || Keyring::default().key_256(&name)).await;
+    match key {
+        Ok(Ok(key)) => match QueueStore::open(account_dir.join("unplayed"), &key) {
+            Ok(store) => Some(store),
+            Err(e) => {
+                tracing::warn!(error = %e, "unplayed talks will not be kept");
+                None
+            }
+        },
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "no OS keyring: unplayed talks will not survive a restart");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "keyring lookup failed");
+            None
+        }
+    }
+}
 
 pub fn start(app: AppHandle, config: AppConfig) {
     let Some(creds) = config.credentials else {
@@ -51,15 +76,36 @@ pub fn start(app: AppHandle, config: AppConfig) {
             s.homeserver = Some(account.client().homeserver().to_string());
         });
 
-        let (tx, mut rx) = mpsc::channel(16);
-        let _sync = SyncLoop::default().spawn(account.client().clone(), tx);
-        while rx.recv().await.is_some() {
-            let joined = account.client().joined_rooms().len();
-            status.update(&app, |s| {
-                s.account = AccountState::Online;
-                s.joined_rooms = joined;
-                s.error = None;
-            });
+        let (engine, _tasks, mut events) = match Engine::start(&account) {
+            Ok(started) => started,
+            Err(e) => {
+                tracing::error!(error = %e, "engine did not start");
+                status.update(&app, |s| {
+                    s.account = AccountState::Failed;
+                    s.error = Some(e.to_string());
+                });
+                return;
+            }
+        };
+        let store = unplayed_store(&dir).await;
+        let radio = app.state::<Radio>();
+        radio.attach(
+            &app,
+            engine,
+            store,
+            config.talk_room.clone(),
+            config.release_tail,
+        );
+        while let Some(event) = events.recv().await {
+            if matches!(event, EngineEvent::Ready | EngineEvent::RoomChanged { .. }) {
+                let joined = account.client().joined_rooms().len();
+                status.update(&app, |s| {
+                    s.account = AccountState::Online;
+                    s.joined_rooms = joined;
+                    s.error = None;
+                });
+            }
+            radio.on_engine_event(&app, event);
         }
         status.update(&app, |s| s.account = AccountState::Offline);
     });

@@ -18,8 +18,56 @@ pub enum AccountState {
     Failed,
 }
 
+/// What the walkie is doing, as the tray icon shows it.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RadioState {
+    #[default]
+    Idle,
+    /// The user holds the hotkey and the floor.
+    Talking,
+    /// Someone else's talk is playing.
+    Receiving,
+    /// The user pressed while someone else holds the floor.
+    Busy,
+    /// All groups muted: talks are held, nothing plays.
+    Muted,
+    /// Not signed in or no connection.
+    Offline,
+}
+
+impl RadioState {
+    pub fn label(self) -> &'static str {
+        match self {
+            RadioState::Idle => "idle",
+            RadioState::Talking => "talking",
+            RadioState::Receiving => "receiving",
+            RadioState::Busy => "floor busy",
+            RadioState::Muted => "muted",
+            RadioState::Offline => "offline",
+        }
+    }
+}
+
+/// A walkie group as the tray menu and the panel list it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GroupEntry {
+    pub room_id: String,
+    pub name: String,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Status {
+    pub radio: RadioState,
+    /// Who is talking (receiving) or holds the floor (busy).
+    pub talker: Option<String>,
+    pub groups: Vec<GroupEntry>,
+    /// The group the hotkey talks into.
+    pub talk_room: Option<String>,
+    pub muted: bool,
+    /// The push-to-talk shortcut, or why there is none.
+    pub hotkey: Option<String>,
+    pub hotkey_error: Option<String>,
     pub account: AccountState,
     pub user_id: Option<String>,
     pub device_id: Option<String>,
@@ -33,14 +81,52 @@ pub struct Status {
 }
 
 impl Status {
+    /// The tray tooltip: state, talk room, who is talking.
     pub fn summary(&self) -> String {
         match (&self.account, &self.user_id) {
-            (AccountState::Online, Some(u)) => format!("Walkie — {u}"),
+            (AccountState::Online, Some(_)) => {
+                let mut line = format!("Walkie — {}", self.radio.label());
+                if let Some(talker) = &self.talker {
+                    if matches!(self.radio, RadioState::Receiving | RadioState::Busy) {
+                        line.push_str(&format!(": {talker}"));
+                    }
+                }
+                let room = self
+                    .talk_room
+                    .as_ref()
+                    .map(|r| {
+                        self.groups
+                            .iter()
+                            .find(|g| &g.room_id == r)
+                            .map_or(r.as_str(), |g| g.name.as_str())
+                    })
+                    .unwrap_or("no walkie group");
+                line.push_str(&format!("\nTalk room: {room}"));
+                line
+            }
             (AccountState::SigningIn, _) => "Walkie — signing in…".into(),
             (AccountState::Offline, _) => "Walkie — offline".into(),
             (AccountState::Failed, _) => "Walkie — sign-in failed".into(),
             _ => "Walkie — signed out".into(),
         }
+    }
+
+    /// After a change of account or mute: idle, muted or offline (talking,
+    /// receiving and busy are set by what happens).
+    pub fn refresh_radio(&mut self) {
+        if matches!(
+            self.radio,
+            RadioState::Talking | RadioState::Receiving | RadioState::Busy
+        ) {
+            return;
+        }
+        self.radio = if self.account != AccountState::Online {
+            RadioState::Offline
+        } else if self.muted {
+            RadioState::Muted
+        } else {
+            RadioState::Idle
+        };
     }
 
     /// Ready: the panel is loaded and the account is settled (online, or
@@ -64,6 +150,7 @@ impl SharedStatus {
         let snapshot = {
             let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
             change(&mut s);
+            s.refresh_radio();
             if s.is_ready() && !s.ready_announced {
                 s.ready_announced = true;
                 tracing::info!(

@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use walkie_core::{
     engine::now_ms,
+    live_talk::{Input, TalkOptions, TalkOutcome},
     matrix_sdk::ruma::{OwnedRoomOrAliasId, OwnedUserId, RoomAliasId},
     protocol::Consent,
     Account, Engine, EngineEvent, EngineTasks, SignInRequest,
@@ -435,14 +436,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 tokio::time::sleep(Duration::from_millis(wait)).await;
             }
             let input = match wav {
-                Some(path) => talk::Input::Wav(path),
-                None if mic => talk::Input::Mic(device),
+                Some(path) => Input::Wav(path),
+                None if mic => Input::Mic(device),
                 None => return Err(anyhow::anyhow!("give --wav FILE or --mic").into()),
             };
-            let options = talk::TalkOptions {
+            let options = TalkOptions {
                 batch,
-                seconds,
                 bitrate,
+                max_after_live: seconds.map(Duration::from_secs_f64),
             };
             // Cues go to the default output, opened only while they sound.
             let player = (mic && !no_cues).then(|| {
@@ -460,7 +461,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             // at it; this pass waits for it) and stays in the outbox if it
             // cannot.
             let report = engine.post_pending().await;
-            let talk::TalkOutcome {
+            let TalkOutcome {
                 summary,
                 device_error,
             } = outcome?;

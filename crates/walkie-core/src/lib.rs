@@ -1,8 +1,8 @@
 //! Walkie's engine. Pure parts (no I/O, time passed in): `protocol` (MSC4002
 //! event types and validation), `consent` (who may talk and receive),
 //! `floor` (arbitration). Matrix side: `account` (sign-in, local encrypted
-//! store), `sync_loop` (the engine's own sync loop) and `secrets` (the OS
-//! keyring). See
+//! store), `sync_loop` (the engine's own sync loop), `live_talk` (one
+//! push-to-talk, microphone to engine) and `secrets` (the OS keyring). See
 //! `docs/architecture.md` and `docs/protocol.md`.
 #![recursion_limit = "256"]
 
@@ -11,6 +11,7 @@ pub mod backoff;
 pub mod consent;
 pub mod engine;
 pub mod floor;
+pub mod live_talk;
 pub mod protocol;
 pub mod secrets;
 pub mod sync_loop;

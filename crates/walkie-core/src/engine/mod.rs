@@ -129,6 +129,9 @@ pub enum EngineEvent {
     },
     /// Something received was dropped; `reason` says why.
     Dropped { reason: String },
+    /// A room's walkie state was read again (it became or stopped being a
+    /// group, or its settings or consents changed): refresh what is shown.
+    RoomChanged { room_id: String },
 }
 
 /// One walkie room as the engine tracks it.
@@ -854,6 +857,10 @@ async fn reload_room(inner: &Inner, room_id: &matrix_sdk::ruma::RoomId) {
             }
         },
     }
+    drop(rooms);
+    let _ = inner.events.send(EngineEvent::RoomChanged {
+        room_id: room_id.to_string(),
+    });
 }
 
 fn drop_event(inner: &Inner, reason: String) {

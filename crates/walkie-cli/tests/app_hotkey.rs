@@ -1,0 +1,174 @@
+//! The desktop app's push-to-talk, for real: the app runs under Xvfb with a
+//! D-Bus session, a tray host and a private PulseAudio whose virtual
+//! microphone speaks espeak-ng speech; xdotool holds the global shortcut
+//! (ctrl+alt+space). bob's CLI receives the floor claim and the audio, and
+//! the release posts the voice message.
+#![recursion_limit = "256"]
+
+use std::{
+    io::{BufRead, BufReader},
+    process::Stdio,
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context, Result};
+use walkie_audio::{similarity::normalised_cross_correlation, wav};
+use walkie_tests::{
+    desktop::{ChildGuard, Desktop},
+    pulse::PulseAudio,
+    speech_wav,
+    webdriver::app_binary,
+    Synapse,
+};
+
+mod common;
+use common::*;
+
+/// The app's account directory for `user` on `homeserver` (as
+/// `src-tauri/src/session.rs` names it), so a CLI can share its device.
+fn app_account_dir(data: &std::path::Path, homeserver: &str, user: &str) -> std::path::PathBuf {
+    let name: String = format!("{user}@{homeserver}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    data.join("accounts").join(name)
+}
+
+/// Waits for an app log line containing all of `needles`.
+fn wait_log(rx: &mpsc::Receiver<String>, needles: &[&str], limit: Duration) -> Result<String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if needles.iter().all(|n| line.contains(n)) => return Ok(line),
+            Ok(_) => {}
+            Err(_) => bail!("no app log line with {needles:?} within {limit:?}"),
+        }
+    }
+}
+
+fn xdotool(desktop: &Desktop, args: &[&str]) -> Result<()> {
+    let status = desktop.command("xdotool").args(args).status()?;
+    ensure!(status.success(), "xdotool {args:?} failed");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holding_the_hotkey_talks_and_releasing_posts_the_voice_message() -> Result<()> {
+    let hs = Synapse::start().await?;
+    let audio = PulseAudio::start()?;
+    let desktop = Desktop::start()?;
+    let root = tempfile::tempdir()?;
+    let app_data = root.path().join("app");
+    let alice_r = hs.register("alice").await?;
+    let bob_r = hs.register("bob").await?;
+    // The CLI signs in in the app's account directory: the app then reuses
+    // that device (and its consent) when it signs in.
+    let alice = Cli {
+        dir: app_account_dir(&app_data, &hs.url(), &alice_r.user_id),
+    };
+    let bob = Cli::new(root.path(), "bob");
+    login(&hs, &alice, &alice_r)?;
+    login(&hs, &bob, &bob_r)?;
+    let room = group(&alice, &[(&bob, &bob_r.user_id)], &[])?;
+    alice.ok(&["consent", &room, "--for", "1h"])?;
+    bob.ok(&["consent", &room, "--for", "1h"])?;
+    let speech = root.path().join("speech.wav");
+    speech_wav(&speech, 4.0)?;
+
+    let mut cmd = desktop.command(app_binary()?);
+    cmd.envs(audio.env())
+        .env("WALKIE_HOMESERVER", hs.url())
+        .env("WALKIE_USER", &alice_r.user_id)
+        .env("WALKIE_PASSWORD", &alice_r.password)
+        .env("WALKIE_DATA_DIR", &app_data)
+        .env("RUST_LOG", "info,matrix_sdk=warn,matrix_sdk_crypto=warn")
+        .env("NO_AT_BRIDGE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut app = ChildGuard::spawn("walkie-app", &mut cmd)?;
+    let stderr = app.child().stderr.take().context("app stderr")?;
+    let (tx, log) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            eprintln!("[walkie-app] {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    wait_log(
+        &log,
+        &["push-to-talk shortcut registered"],
+        Duration::from_secs(90),
+    )?;
+    wait_log(&log, &["walkie groups", &room], Duration::from_secs(90))?;
+
+    let (mut listener, bob_events) = bob.listen(&[
+        &room,
+        "--out",
+        root.path().join("bob-out").to_str().unwrap_or_default(),
+        "--timeout",
+        "120",
+    ])?;
+
+    xdotool(&desktop, &["keydown", "ctrl+alt+space"])?;
+    let live = wait_log(&log, &["capture live"], Duration::from_secs(20));
+    if live.is_err() {
+        xdotool(&desktop, &["keyup", "ctrl+alt+space"])?;
+    }
+    eprintln!("{}", live?);
+    let (claim, _) = wait_for(&bob_events, Duration::from_secs(20), |v| {
+        v["event"] == "talk_started"
+    })?;
+    assert_eq!(claim["user_id"], alice_r.user_id.as_str(), "{claim}");
+    let mut feed = audio.play_into_mic(&speech)?;
+    ensure!(feed.wait()?.success(), "paplay into the microphone failed");
+    xdotool(&desktop, &["keyup", "ctrl+alt+space"])?;
+    let released = wait_log(&log, &["talk released"], Duration::from_secs(20))?;
+    eprintln!("{released}");
+
+    let (saved, _) = wait_for(&bob_events, Duration::from_secs(30), |v| {
+        v["event"] == "saved"
+    })?;
+    assert_eq!(saved["session_id"], claim["session_id"]);
+    let heard = wav::read_wav_mono_48k(saved["path"].as_str().context("no path")?)?;
+    let source = wav::read_wav_mono_48k(&speech)?;
+    let (corr, lag) = normalised_cross_correlation(&source, &heard, heard.len().max(1) - 1);
+    eprintln!(
+        "bob heard {:.2} s; correlation {corr:.3} at lag {lag}",
+        heard.len() as f64 / 48_000.0
+    );
+    assert!(
+        corr >= 0.8,
+        "bob's audio does not match the speech: {corr:.3}"
+    );
+    listener.kill()?;
+    listener.wait()?;
+
+    // The release posted the talk as a voice message.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let voice = voice_messages(&hs, &bob, &room).await?;
+        if let Some((content, _)) = voice.first() {
+            assert_eq!(voice.len(), 1);
+            assert_eq!(
+                content["org.matrix.msc4002.talk"]["session_id"],
+                claim["session_id"]
+            );
+            break;
+        }
+        ensure!(Instant::now() < deadline, "no voice message was posted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(app);
+    Ok(())
+}
