@@ -24,6 +24,7 @@ APT_PACKAGES=(
   espeak-ng sox opus-tools
   libasound2-dev libasound2-plugins pulseaudio pulseaudio-utils
   libdbus-1-dev gnome-keyring libsecret-tools
+  webkit2gtk-driver
 )
 
 missing=()
@@ -68,3 +69,17 @@ else
     || die "pip install matrix-synapse==$SYNAPSE_VERSION failed (see above)"
 fi
 export WALKIE_SYNAPSE_PYTHON="$SYNAPSE_VENV/bin/python"
+
+# tauri-driver (WebDriver for Tauri apps, over WebKitWebDriver) into the
+# cache, pinned; built once (cargo install, a few minutes), then only checked.
+TAURI_DRIVER_VERSION="${TAURI_DRIVER_VERSION:-2.1.0}"
+WALKIE_TOOLS="${WALKIE_TOOLS:-$WALKIE_CACHE/tools}"
+if [[ -x "$WALKIE_TOOLS/bin/tauri-driver" ]] \
+  && grep -q "^\"tauri-driver $TAURI_DRIVER_VERSION " "$WALKIE_TOOLS/.crates.toml" 2>/dev/null; then
+  say "tauri-driver $TAURI_DRIVER_VERSION: present in $WALKIE_TOOLS/bin"
+else
+  say "installing tauri-driver $TAURI_DRIVER_VERSION into $WALKIE_TOOLS (cargo install, a few minutes)"
+  cargo install --quiet --locked "tauri-driver@$TAURI_DRIVER_VERSION" --root "$WALKIE_TOOLS" \
+    || die "cargo install tauri-driver@$TAURI_DRIVER_VERSION failed (see above)"
+fi
+export WALKIE_TAURI_DRIVER="$WALKIE_TOOLS/bin/tauri-driver"

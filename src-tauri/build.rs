@@ -1,9 +1,21 @@
 fn main() {
     // Declaring the app's commands generates `allow-<command>` permissions,
     // so capabilities/ can grant the panel exactly the commands it uses.
-    tauri_build::try_build(
-        tauri_build::Attributes::new()
-            .app_manifest(tauri_build::AppManifest::new().commands(&["status"])),
-    )
+    tauri_build::try_build(tauri_build::Attributes::new().app_manifest(
+        tauri_build::AppManifest::new().commands(&[
+            "status",
+            "sign_in",
+            "sign_out",
+            "groups",
+            "grant_consent",
+            "revoke_consent",
+            "other_rooms",
+            "make_group",
+            "set_talk_room",
+            "set_muted",
+            "talk_press",
+            "talk_release",
+        ]),
+    ))
     .expect("tauri build script failed");
 }

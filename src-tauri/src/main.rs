@@ -2,6 +2,7 @@
 //! engine behind them. Thin shell: Matrix logic lives in walkie-core.
 #![recursion_limit = "256"]
 
+mod commands;
 mod config;
 mod hotkey;
 mod radio;
@@ -27,7 +28,22 @@ fn main() -> anyhow::Result<()> {
         .plugin(tauri_plugin_global_shortcut::Builder::new().build())
         .manage(status::SharedStatus::default())
         .manage(radio::Radio::default())
-        .invoke_handler(tauri::generate_handler![status::status])
+        .manage(session::Running::default())
+        .manage(config.clone())
+        .invoke_handler(tauri::generate_handler![
+            status::status,
+            commands::sign_in,
+            commands::sign_out,
+            commands::groups,
+            commands::grant_consent,
+            commands::revoke_consent,
+            commands::other_rooms,
+            commands::make_group,
+            commands::set_talk_room,
+            commands::set_muted,
+            commands::talk_press,
+            commands::talk_release,
+        ])
         .on_page_load(|webview, payload| {
             if payload.event() == PageLoadEvent::Finished {
                 let shared = webview.state::<status::SharedStatus>();

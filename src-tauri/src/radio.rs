@@ -101,7 +101,19 @@ impl Radio {
         });
     }
 
-    fn engine(&self) -> Option<Engine> {
+    /// Signed out: drop the engine and the player (closing any stream).
+    pub fn detach(&self) {
+        let mut inner = lock(&self.inner);
+        if let Some(active) = inner.active.take() {
+            let _ = active.release.send(());
+        }
+        inner.engine = None;
+        inner.player = None;
+        inner.talk_room = None;
+        inner.start_ts.clear();
+    }
+
+    pub fn engine(&self) -> Option<Engine> {
         lock(&self.inner).engine.clone()
     }
 

@@ -1,20 +1,193 @@
-//! The account behind the app: signs in at start with the configured
-//! credentials, starts the engine (its own sync loop) and hands it to the
-//! radio, then feeds the engine's events to the radio and the status.
+//! The account behind the app. At start: credentials from the environment
+//! (the run script, tests) sign in; otherwise the session saved in the OS
+//! keyring is restored without asking; otherwise the panel asks. A sign-in
+//! saves the session (homeserver, user, device, access token) in the
+//! keyring — never in a plain file — and sign-out removes it with the
+//! account's local store. A signed-in account runs the engine (its own sync
+//! loop), hands it to the radio and feeds its events to radio and status.
 
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 use tauri::{AppHandle, Manager};
 use walkie_audio::queue_store::QueueStore;
-use walkie_core::{secrets::Keyring, Account, Engine, EngineEvent, SignInRequest};
+use walkie_core::{
+    matrix_sdk::authentication::matrix::MatrixSession, secrets::Keyring, Account, Engine,
+    EngineEvent, EngineTasks, SignInRequest,
+};
 
 use crate::{
-    config::AppConfig,
+    config::{AppConfig, Credentials},
     radio::Radio,
     status::{AccountState, SharedStatus},
 };
 
+/// The keyring entry holding the signed-in session.
+const SESSION_ENTRY: &str = "session";
+
+/// What the keyring keeps to restore the session.
+#[derive(Serialize, Deserialize)]
+struct SavedSession {
+    homeserver: String,
+    account_dir: PathBuf,
+    session: MatrixSession,
+}
+
+/// The running account, for sign-out.
+#[derive(Default)]
+pub struct Running(tokio::sync::Mutex<Option<(Account, EngineTasks)>>);
+
+pub fn start(app: AppHandle, config: AppConfig) {
+    tauri::async_runtime::spawn(async move {
+        if let Some(creds) = config.credentials.clone() {
+            if let Err(e) = sign_in(&app, &config, &creds).await {
+                tracing::error!(error = %e, "sign-in failed");
+            }
+            return;
+        }
+        let saved = tokio::task::spawn_blocking(|| Keyring::default().get(SESSION_ENTRY)).await;
+        let saved = match saved {
+            Ok(Ok(Some(json))) => match serde_json::from_str::<SavedSession>(&json) {
+                Ok(saved) => Some(saved),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the saved session is unreadable; sign in again");
+                    None
+                }
+            },
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "no OS keyring: sign in from the panel");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "keyring lookup failed");
+                None
+            }
+        };
+        let status = app.state::<SharedStatus>();
+        let Some(saved) = saved else {
+            tracing::info!("not signed in; the panel asks");
+            status.update(&app, |s| s.account = AccountState::SignedOut);
+            return;
+        };
+        status.update(&app, |s| {
+            s.account = AccountState::SigningIn;
+            s.homeserver = Some(saved.homeserver.clone());
+        });
+        match Account::restore(&saved.account_dir, &saved.homeserver, saved.session).await {
+            Ok(account) => {
+                tracing::info!(user = %account.user_id(), "session restored from the keyring");
+                run(app.clone(), account, &config).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the saved session could not be restored");
+                status.update(&app, |s| {
+                    s.account = AccountState::SignedOut;
+                    s.error = Some(format!("Please sign in again ({e})"));
+                });
+            }
+        }
+    });
+}
+
+/// Signs in with a password, saves the session in the keyring and runs the
+/// account. The error is what the panel shows.
+pub async fn sign_in(
+    app: &AppHandle,
+    config: &AppConfig,
+    creds: &Credentials,
+) -> Result<(), String> {
+    let status = app.state::<SharedStatus>();
+    status.update(app, |s| {
+        s.account = AccountState::SigningIn;
+        s.homeserver = Some(creds.homeserver.clone());
+        s.error = None;
+    });
+    let request = SignInRequest {
+        server: creds.homeserver.clone(),
+        user: creds.user.clone(),
+        password: creds.password.clone(),
+        device_display_name: "Walkie desktop".into(),
+    };
+    let dir = config
+        .data_dir
+        .join("accounts")
+        .join(account_dir_name(&creds.homeserver, &creds.user));
+    let account = match Account::sign_in(&dir, &request).await {
+        Ok(a) => a,
+        Err(e) => {
+            let message = e.to_string();
+            status.update(app, |s| {
+                s.account = AccountState::Failed;
+                s.error = Some(message.clone());
+            });
+            return Err(message);
+        }
+    };
+    if let Err(e) = save_session(&account).await {
+        tracing::warn!(error = %e, "session not saved");
+        status.update(app, |s| {
+            s.error = Some(format!(
+                "Signed in, but the session could not be kept in the OS keyring ({e}); \
+                 you will be asked to sign in next time"
+            ))
+        });
+    }
+    let app = app.clone();
+    let config = config.clone();
+    tauri::async_runtime::spawn(async move { run(app, account, &config).await });
+    Ok(())
+}
+
+async fn save_session(account: &Account) -> Result<(), String> {
+    let session = account.session().ok_or("no session after sign-in")?;
+    let saved = SavedSession {
+        homeserver: account.client().homeserver().to_string(),
+        account_dir: account.data_dir().to_owned(),
+        session,
+    };
+    let json = serde_json::to_string(&saved).map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || Keyring::default().set(SESSION_ENTRY, &json))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// Signs out: the server forgets the device, the keyring the session, the
+/// disk the account's store.
+pub async fn sign_out(app: &AppHandle) -> Result<(), String> {
+    let running = app.state::<Running>().0.lock().await.take();
+    app.state::<Radio>().detach();
+    if let Some((account, tasks)) = running {
+        tasks.stop().await;
+        if let Err(e) = account.client().matrix_auth().logout().await {
+            tracing::warn!(error = %e, "the server did not confirm the sign-out");
+        }
+        let dir = account.data_dir().to_owned();
+        drop(account);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "local store not removed");
+        }
+    }
+    tokio::task::spawn_blocking(|| Keyring::default().delete(SESSION_ENTRY))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    app.state::<SharedStatus>().update(app, |s| {
+        s.account = AccountState::SignedOut;
+        s.user_id = None;
+        s.device_id = None;
+        s.groups.clear();
+        s.talk_room = None;
+        s.error = None;
+    });
+    tracing::info!("signed out");
+    Ok(())
+}
+
 /// The encrypted store of unplayed talks, its key in the OS keyring. Without
 /// a keyring, talks are still queued, only not kept across restarts.
-async fn unplayed_store(account_dir: &std::path::Path) -> Option<QueueStore> {
+async fn unplayed_store(account_dir: &Path) -> Option<QueueStore> {
     let name = format!("unplayed-talks-key {}", account_dir.display());
     let key = tokio::task::spawn_blocking(move || Keyring::default().key_256(&name)).await;
     match key {
@@ -36,79 +209,49 @@ async fn unplayed_store(account_dir: &std::path::Path) -> Option<QueueStore> {
     }
 }
 
-pub fn start(app: AppHandle, config: AppConfig) {
-    let Some(creds) = config.credentials else {
-        tracing::info!("no credentials configured; staying signed out");
-        app.state::<SharedStatus>()
-            .update(&app, |s| s.account = AccountState::SignedOut);
-        return;
-    };
-    tauri::async_runtime::spawn(async move {
-        let status = app.state::<SharedStatus>();
-        status.update(&app, |s| {
-            s.account = AccountState::SigningIn;
-            s.homeserver = Some(creds.homeserver.clone());
-        });
-        let request = SignInRequest {
-            server: creds.homeserver.clone(),
-            user: creds.user.clone(),
-            password: creds.password.clone(),
-            device_display_name: "Walkie desktop".into(),
-        };
-        let dir = config
-            .data_dir
-            .join("accounts")
-            .join(account_dir_name(&creds.homeserver, &creds.user));
-        let account = match Account::sign_in(&dir, &request).await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!(error = %e, "sign-in failed");
-                status.update(&app, |s| {
-                    s.account = AccountState::Failed;
-                    s.error = Some(e.to_string());
-                });
-                return;
-            }
-        };
-        status.update(&app, |s| {
-            s.user_id = Some(account.user_id());
-            s.device_id = Some(account.device_id());
-            s.homeserver = Some(account.client().homeserver().to_string());
-        });
-
-        let (engine, _tasks, mut events) = match Engine::start(&account) {
-            Ok(started) => started,
-            Err(e) => {
-                tracing::error!(error = %e, "engine did not start");
-                status.update(&app, |s| {
-                    s.account = AccountState::Failed;
-                    s.error = Some(e.to_string());
-                });
-                return;
-            }
-        };
-        let store = unplayed_store(&dir).await;
-        let radio = app.state::<Radio>();
-        radio.attach(
-            &app,
-            engine,
-            store,
-            config.talk_room.clone(),
-            config.release_tail,
-        );
-        while let Some(event) = events.recv().await {
-            if matches!(event, EngineEvent::Ready | EngineEvent::RoomChanged { .. }) {
-                let joined = account.client().joined_rooms().len();
-                status.update(&app, |s| {
-                    s.account = AccountState::Online;
-                    s.joined_rooms = joined;
-                    s.error = None;
-                });
-            }
-            radio.on_engine_event(&app, event);
-        }
-        status.update(&app, |s| s.account = AccountState::Offline);
+/// Runs a signed-in account until it stops.
+async fn run(app: AppHandle, account: Account, config: &AppConfig) {
+    let status = app.state::<SharedStatus>();
+    status.update(&app, |s| {
+        s.user_id = Some(account.user_id());
+        s.device_id = Some(account.device_id());
+        s.homeserver = Some(account.client().homeserver().to_string());
     });
+    let (engine, tasks, mut events) = match Engine::start(&account) {
+        Ok(started) => started,
+        Err(e) => {
+            tracing::error!(error = %e, "engine did not start");
+            status.update(&app, |s| {
+                s.account = AccountState::Failed;
+                s.error = Some(e.to_string());
+            });
+            return;
+        }
+    };
+    let store = unplayed_store(account.data_dir()).await;
+    let radio = app.state::<Radio>();
+    radio.attach(
+        &app,
+        engine,
+        store,
+        config.talk_room.clone(),
+        config.release_tail,
+    );
+    let client = account.client().clone();
+    *app.state::<Running>().0.lock().await = Some((account, tasks));
+    while let Some(event) = events.recv().await {
+        if matches!(event, EngineEvent::Ready | EngineEvent::RoomChanged { .. }) {
+            let joined = client.joined_rooms().len();
+            status.update(&app, |s| {
+                s.account = AccountState::Online;
+                s.joined_rooms = joined;
+            });
+        }
+        radio.on_engine_event(&app, event);
+    }
+    if app.state::<Running>().0.lock().await.is_some() {
+        status.update(&app, |s| s.account = AccountState::Offline);
+    }
 }
 
 /// A file-system-safe directory name for one account on one server.

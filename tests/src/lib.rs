@@ -2,12 +2,15 @@
 //! Synapse per test on a free loopback port ([`synapse`]), users registered
 //! through its shared-secret API, and signed-in matrix-sdk clients; a
 //! private PulseAudio server per test with a fake microphone and speaker
-//! ([`pulse`]).
+//! ([`pulse`]); a headless desktop ([`desktop`]) and the real app's panel
+//! driven over WebDriver ([`webdriver`]).
 #![recursion_limit = "256"]
 
 pub mod desktop;
 pub mod pulse;
+pub mod secret_service;
 pub mod synapse;
+pub mod webdriver;
 
 pub use pulse::PulseAudio;
 pub use synapse::{Registered, Synapse};

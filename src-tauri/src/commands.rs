@@ -1,0 +1,202 @@
+//! What the panel may call. Each command is a thin adapter onto the session
+//! (sign-in / sign-out), the radio (talk room, mute, the talk button) or the
+//! engine (groups, consent); errors come back as the text the panel shows.
+//! `capabilities/panel.json` grants the panel exactly these.
+
+use serde::Serialize;
+use tauri::{AppHandle, Manager, State};
+use walkie_core::{engine::now_ms, protocol::Consent, Engine};
+
+use crate::{
+    config::{AppConfig, Credentials},
+    radio::Radio,
+    session,
+    status::SharedStatus,
+};
+
+fn engine(radio: &Radio) -> Result<Engine, String> {
+    radio.engine().ok_or_else(|| "Not signed in".to_owned())
+}
+
+/// Signs in with a password. `homeserver` empty: found from the user id's
+/// server (`.well-known`).
+#[tauri::command]
+pub async fn sign_in(
+    app: AppHandle,
+    user: String,
+    password: String,
+    homeserver: Option<String>,
+) -> Result<(), String> {
+    let user = user.trim().to_owned();
+    if user.is_empty() || password.is_empty() {
+        return Err("Enter your user id and password".into());
+    }
+    let homeserver = match homeserver
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+    {
+        Some(h) => h,
+        None => user
+            .strip_prefix('@')
+            .and_then(|u| u.split_once(':'))
+            .map(|(_, server)| server.to_owned())
+            .ok_or("Give the homeserver, or a full user id like @alice:example.org")?,
+    };
+    let config = app.state::<AppConfig>().inner().clone();
+    let creds = Credentials {
+        homeserver,
+        user,
+        password,
+    };
+    session::sign_in(&app, &config, &creds).await
+}
+
+#[tauri::command]
+pub async fn sign_out(app: AppHandle) -> Result<(), String> {
+    session::sign_out(&app).await
+}
+
+/// One device's consent in a group, for the panel's list and countdowns.
+#[derive(Serialize)]
+pub struct DeviceView {
+    user_id: String,
+    device_id: String,
+    talk: bool,
+    /// Milliseconds since the epoch; `None`: until revoked.
+    expires_ts: Option<u64>,
+    mine: bool,
+}
+
+/// A walkie group with its consents, for the panel.
+#[derive(Serialize)]
+pub struct GroupView {
+    room_id: String,
+    name: String,
+    talk_room: bool,
+    holder: Option<String>,
+    devices: Vec<DeviceView>,
+    /// The panel's clock reference: the app's now, to count down from.
+    now_ms: u64,
+}
+
+#[tauri::command]
+pub fn groups(
+    radio: State<'_, Radio>,
+    status: State<'_, SharedStatus>,
+) -> Result<Vec<GroupView>, String> {
+    let engine = engine(&radio)?;
+    let snapshot = status.get();
+    let me = (snapshot.user_id.clone(), snapshot.device_id.clone());
+    let mut out = Vec::new();
+    for group in &snapshot.groups {
+        let Ok(room) = engine.status(&group.room_id) else {
+            continue;
+        };
+        out.push(GroupView {
+            room_id: group.room_id.clone(),
+            name: group.name.clone(),
+            talk_room: snapshot.talk_room.as_deref() == Some(group.room_id.as_str()),
+            holder: room.holder,
+            devices: room
+                .devices
+                .into_iter()
+                .map(|d| DeviceView {
+                    mine: me.0.as_deref() == Some(d.user_id.as_str())
+                        && me.1.as_deref() == Some(d.device_id.as_str()),
+                    user_id: d.user_id,
+                    device_id: d.device_id,
+                    talk: d.talk,
+                    expires_ts: d.expires_ts,
+                })
+                .collect(),
+            now_ms: now_ms(),
+        });
+    }
+    Ok(out)
+}
+
+/// Grants this device's consent for `minutes` (`None`: until revoked).
+#[tauri::command]
+pub async fn grant_consent(
+    radio: State<'_, Radio>,
+    room: String,
+    minutes: Option<u64>,
+) -> Result<(), String> {
+    let engine = engine(&radio)?;
+    let consent = Consent {
+        receive: true,
+        talk: true,
+        expires_ts: minutes.map(|m| now_ms() + m.saturating_mul(60_000)),
+    };
+    engine
+        .set_consent(&room, Some(consent))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tauri::command]
+pub async fn revoke_consent(radio: State<'_, Radio>, room: String) -> Result<(), String> {
+    let engine = engine(&radio)?;
+    engine
+        .set_consent(&room, None)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A joined room that is not a walkie group yet.
+#[derive(Serialize)]
+pub struct RoomView {
+    room_id: String,
+    name: String,
+}
+
+#[tauri::command]
+pub async fn other_rooms(radio: State<'_, Radio>) -> Result<Vec<RoomView>, String> {
+    let engine = engine(&radio)?;
+    let groups = engine.groups();
+    let mut out = Vec::new();
+    for room in engine.client().joined_rooms() {
+        let room_id = room.room_id().to_string();
+        if groups.contains(&room_id) {
+            continue;
+        }
+        let name = room
+            .display_name()
+            .await
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| room_id.clone());
+        out.push(RoomView { room_id, name });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Makes a joined room a walkie group.
+#[tauri::command]
+pub async fn make_group(radio: State<'_, Radio>, room: String) -> Result<(), String> {
+    engine(&radio)?
+        .enable(&room)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tauri::command]
+pub fn set_talk_room(app: AppHandle, radio: State<'_, Radio>, room: String) {
+    radio.set_talk_room(&app, &room);
+}
+
+#[tauri::command]
+pub fn set_muted(app: AppHandle, radio: State<'_, Radio>, muted: bool) {
+    radio.set_muted(&app, muted);
+}
+
+/// The panel's talk button (works where global shortcuts cannot).
+#[tauri::command]
+pub fn talk_press(app: AppHandle, radio: State<'_, Radio>) {
+    radio.press(&app);
+}
+
+#[tauri::command]
+pub fn talk_release(app: AppHandle, radio: State<'_, Radio>) {
+    radio.release(&app);
+}
