@@ -1,5 +1,6 @@
-// The panel: shows the app status the Rust side sends (`status` command on
-// load, `status` events after). No logic of its own.
+// The panel: renders the status the Rust side sends (`status` command on
+// load, `status` events after) and calls the app's commands. No protocol
+// logic of its own; countdowns are computed from the expiry the app gives.
 "use strict";
 
 const LABELS = {
@@ -10,22 +11,202 @@ const LABELS = {
   failed: "sign-in failed",
 };
 
+let invoke;
+let lastStatus = null;
+let groups = [];
+// The app's clock minus ours, so countdowns follow the app's clock.
+let clockOffset = 0;
+
+const $ = (id) => document.getElementById(id);
+
+function formatRemaining(ms) {
+  if (ms <= 0) return "expired";
+  const s = Math.ceil(ms / 1000);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = s % 60;
+  const two = (n) => String(n).padStart(2, "0");
+  return h > 0 ? `${h}:${two(m)}:${two(sec)}` : `${m}:${two(sec)}`;
+}
+
+function showError(message) {
+  $("error").hidden = !message;
+  $("error").textContent = message || "";
+}
+
+async function call(command, args) {
+  try {
+    showError("");
+    return await invoke(command, args);
+  } catch (e) {
+    showError(String(e));
+    throw e;
+  }
+}
+
 function render(s) {
-  const state = document.getElementById("state");
+  lastStatus = s;
+  const state = $("state");
   state.dataset.state = s.account;
   state.textContent = LABELS[s.account] || s.account;
-  document.getElementById("user").textContent = s.user_id || "—";
-  document.getElementById("device").textContent = s.device_id || "—";
-  document.getElementById("homeserver").textContent = s.homeserver || "—";
-  document.getElementById("rooms").textContent = s.account === "online" ? String(s.joined_rooms) : "—";
-  const error = document.getElementById("error");
-  error.hidden = !s.error;
-  error.textContent = s.error || "";
+  const signedIn = ["online", "offline"].includes(s.account);
+  const signingIn = s.account === "signing-in";
+  $("sign-in").hidden = signedIn || signingIn;
+  $("si-submit").disabled = signingIn;
+  $("si-error").hidden = !(s.error && !signedIn);
+  $("si-error").textContent = s.error || "";
+  for (const id of ["radio", "groups-section", "account"]) $(id).hidden = !signedIn;
+  $("user").textContent = s.user_id || "—";
+  $("device").textContent = s.device_id || "—";
+  $("homeserver").textContent = s.homeserver || "—";
+  const radio = $("radio-state");
+  radio.dataset.state = s.radio;
+  radio.textContent = s.radio.replace("-", " ");
+  $("talker").textContent = s.talker && ["receiving", "busy"].includes(s.radio) ? s.talker : "";
+  $("mute").checked = s.muted;
+  $("hotkey").textContent = s.hotkey
+    ? `Or hold ${s.hotkey} anywhere.`
+    : s.hotkey_error || "";
+  if (signedIn) {
+    showError(s.error || "");
+    refreshGroups();
+  }
+}
+
+async function refreshGroups() {
+  try {
+    groups = await invoke("groups");
+    const apps = groups.length ? groups[0].now_ms : Date.now();
+    clockOffset = apps - Date.now();
+  } catch (e) {
+    groups = [];
+  }
+  renderGroups();
+  try {
+    const rooms = await invoke("other_rooms");
+    const select = $("other-rooms");
+    select.replaceChildren(
+      ...rooms.map((r) => {
+        const o = document.createElement("option");
+        o.value = r.room_id;
+        o.textContent = r.name;
+        return o;
+      }),
+    );
+    $("make-group-form").hidden = rooms.length === 0;
+  } catch (e) {
+    // Not signed in any more: the status event says so.
+  }
+}
+
+function renderGroups() {
+  const list = $("groups");
+  const template = $("group-template");
+  $("no-groups").hidden = groups.length > 0;
+  list.replaceChildren(
+    ...groups.map((g) => {
+      const li = template.content.firstElementChild.cloneNode(true);
+      li.dataset.room = g.room_id;
+      li.querySelector(".name").textContent = g.name;
+      const radio = li.querySelector("input[type=radio]");
+      radio.checked = g.talk_room;
+      radio.addEventListener("change", () => call("set_talk_room", { room: g.room_id }));
+      li.querySelector(".holder").textContent = g.holder ? `${g.holder} is talking` : "";
+      const mine = g.devices.find((d) => d.mine);
+      li.querySelector(".mine").textContent = mine
+        ? mine.expires_ts ? "Consenting, ends in" : "Consenting until revoked"
+        : "Not consenting";
+      const countdown = li.querySelector(".countdown");
+      countdown.dataset.expires = mine && mine.expires_ts ? mine.expires_ts : "";
+      li.querySelector(".revoke").disabled = !mine;
+      for (const button of li.querySelectorAll("button[data-minutes]")) {
+        button.addEventListener("click", async () => {
+          const minutes = button.dataset.minutes === "" ? null : Number(button.dataset.minutes);
+          await call("grant_consent", { room: g.room_id, minutes });
+          await refreshGroups();
+        });
+      }
+      li.querySelector(".grant-custom").addEventListener("click", async () => {
+        const minutes = Number(li.querySelector(".custom-minutes").value);
+        if (!(minutes >= 1 && minutes <= 1440)) return showError("Give 1 to 1440 minutes");
+        await call("grant_consent", { room: g.room_id, minutes });
+        await refreshGroups();
+      });
+      li.querySelector(".revoke").addEventListener("click", async () => {
+        await call("revoke_consent", { room: g.room_id });
+        await refreshGroups();
+      });
+      const devices = li.querySelector(".devices");
+      devices.replaceChildren(
+        ...g.devices
+          .filter((d) => !d.mine)
+          .map((d) => {
+            const item = document.createElement("li");
+            item.className = "device";
+            item.dataset.expires = d.expires_ts || "";
+            item.dataset.label = `${d.user_id} (${d.device_id})${d.talk ? "" : " · listens only"}`;
+            return item;
+          }),
+      );
+      return li;
+    }),
+  );
+  tick();
+}
+
+// Every second: countdowns of this device and the others.
+function tick() {
+  const now = Date.now() + clockOffset;
+  for (const el of document.querySelectorAll(".countdown")) {
+    el.textContent = el.dataset.expires ? formatRemaining(Number(el.dataset.expires) - now) : "";
+  }
+  for (const el of document.querySelectorAll(".device")) {
+    const left = el.dataset.expires ? ` — ${formatRemaining(Number(el.dataset.expires) - now)} left` : " — until revoked";
+    el.textContent = el.dataset.label + left;
+  }
 }
 
 window.addEventListener("DOMContentLoaded", async () => {
-  const { invoke } = window.__TAURI__.core;
+  invoke = window.__TAURI__.core.invoke;
   const { listen } = window.__TAURI__.event;
+  $("sign-in-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    $("si-error").hidden = true;
+    try {
+      await invoke("sign_in", {
+        user: $("si-user").value,
+        password: $("si-password").value,
+        homeserver: $("si-homeserver").value || null,
+      });
+      $("si-password").value = "";
+    } catch (e) {
+      $("si-error").hidden = false;
+      $("si-error").textContent = String(e);
+    }
+  });
+  $("sign-out").addEventListener("click", () => call("sign_out"));
+  $("mute").addEventListener("change", () => call("set_muted", { muted: $("mute").checked }));
+  $("make-group-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const room = $("other-rooms").value;
+    if (room) await call("make_group", { room });
+  });
+  const talk = $("talk");
+  const press = (event) => {
+    event.preventDefault();
+    if (talk.classList.contains("down")) return;
+    talk.classList.add("down");
+    call("talk_press");
+  };
+  const release = () => {
+    if (!talk.classList.contains("down")) return;
+    talk.classList.remove("down");
+    call("talk_release");
+  };
+  talk.addEventListener("pointerdown", press);
+  talk.addEventListener("pointerup", release);
+  talk.addEventListener("pointerleave", release);
+  setInterval(tick, 1000);
   await listen("status", (event) => render(event.payload));
   render(await invoke("status"));
 });

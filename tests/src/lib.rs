@@ -52,3 +52,21 @@ pub fn speech_wav(path: &std::path::Path, seconds: f64) -> anyhow::Result<()> {
     std::fs::remove_file(&raw).ok();
     Ok(())
 }
+
+/// Every file under `dir`, recursively (tests look for secrets that must not
+/// be on disk).
+pub fn files_under(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    Ok(files)
+}

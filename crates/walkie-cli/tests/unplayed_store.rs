@@ -40,7 +40,7 @@ async fn the_store_key_lives_in_the_keyring_and_survives_restarts() -> Result<()
     assert_eq!(key.len(), 44, "a base64 256-bit key: {key:?}");
     assert!(bob.dir.join("unplayed/key-check").exists());
     // The key is nowhere on disk in the clear.
-    for entry in walk(&bob.dir)? {
+    for entry in walkie_tests::files_under(&bob.dir)? {
         let bytes = std::fs::read(&entry)?;
         assert!(
             !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
@@ -91,21 +91,4 @@ async fn the_store_key_lives_in_the_keyring_and_survives_restarts() -> Result<()
     );
     assert!(bob.dir.join("unplayed/key-check").exists());
     Ok(())
-}
-
-/// Every file under `dir`.
-fn walk(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
-    let mut files = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                todo.push(path);
-            } else {
-                files.push(path);
-            }
-        }
-    }
-    Ok(files)
 }
