@@ -166,6 +166,9 @@ function tick() {
   }
 }
 
+// A panel, not a browser: no Back / Reload / Inspect menu on right click.
+document.addEventListener("contextmenu", (event) => event.preventDefault());
+
 window.addEventListener("DOMContentLoaded", async () => {
   invoke = window.__TAURI__.core.invoke;
   const { listen } = window.__TAURI__.event;

@@ -54,6 +54,40 @@ fn wait_log(rx: &mpsc::Receiver<String>, needles: &[&str], limit: Duration) -> R
     }
 }
 
+/// Starts the app signed in as `user`, its log lines on the channel.
+fn start_app(
+    desktop: &Desktop,
+    audio: &PulseAudio,
+    hs: &Synapse,
+    app_data: &std::path::Path,
+    user: &walkie_tests::Registered,
+) -> Result<(ChildGuard, mpsc::Receiver<String>)> {
+    let mut cmd = desktop.command(app_binary()?);
+    cmd.envs(audio.env())
+        .env("WALKIE_HOMESERVER", hs.url())
+        .env("WALKIE_USER", &user.user_id)
+        .env("WALKIE_PASSWORD", &user.password)
+        .env("WALKIE_DATA_DIR", app_data)
+        .env("RUST_LOG", "info,matrix_sdk=warn,matrix_sdk_crypto=warn")
+        .env("NO_AT_BRIDGE", "1")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut app = ChildGuard::spawn("walkie-app", &mut cmd)?;
+    let stderr = app.child().stderr.take().context("app stderr")?;
+    let (tx, log) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            eprintln!("[walkie-app] {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok((app, log))
+}
+
 fn xdotool(desktop: &Desktop, args: &[&str]) -> Result<()> {
     let status = desktop.command("xdotool").args(args).status()?;
     ensure!(status.success(), "xdotool {args:?} failed");
@@ -83,28 +117,7 @@ async fn holding_the_hotkey_talks_and_releasing_posts_the_voice_message() -> Res
     let speech = root.path().join("speech.wav");
     speech_wav(&speech, 4.0)?;
 
-    let mut cmd = desktop.command(app_binary()?);
-    cmd.envs(audio.env())
-        .env("WALKIE_HOMESERVER", hs.url())
-        .env("WALKIE_USER", &alice_r.user_id)
-        .env("WALKIE_PASSWORD", &alice_r.password)
-        .env("WALKIE_DATA_DIR", &app_data)
-        .env("RUST_LOG", "info,matrix_sdk=warn,matrix_sdk_crypto=warn")
-        .env("NO_AT_BRIDGE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut app = ChildGuard::spawn("walkie-app", &mut cmd)?;
-    let stderr = app.child().stderr.take().context("app stderr")?;
-    let (tx, log) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
-            eprintln!("[walkie-app] {line}");
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (app, log) = start_app(&desktop, &audio, &hs, &app_data, &alice_r)?;
     wait_log(
         &log,
         &["push-to-talk shortcut registered"],
@@ -169,6 +182,116 @@ async fn holding_the_hotkey_talks_and_releasing_posts_the_voice_message() -> Res
         ensure!(Instant::now() < deadline, "no voice message was posted");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    drop(app);
+    Ok(())
+}
+
+/// The tray menu lists the walkie groups as radio items; choosing another
+/// one (menu opened with a click on the tray icon, item chosen with the
+/// keyboard as a user would) changes where the hotkey talks. A screenshot
+/// of the open menu goes to `$WALKIE_SCREENSHOT_DIR` when set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tray_menu_chooses_where_the_hotkey_talks() -> Result<()> {
+    let hs = Synapse::start().await?;
+    let audio = PulseAudio::start()?;
+    let desktop = Desktop::start()?;
+    let root = tempfile::tempdir()?;
+    let app_data = root.path().join("app");
+    let alice_r = hs.register("alice").await?;
+    let bob_r = hs.register("bob").await?;
+    let alice = Cli {
+        dir: app_account_dir(&app_data, &hs.url(), &alice_r.user_id),
+    };
+    let bob = Cli::new(root.path(), "bob");
+    login(&hs, &alice, &alice_r)?;
+    login(&hs, &bob, &bob_r)?;
+    let mut rooms = Vec::new();
+    for name in ["Alpha team", "Bravo team"] {
+        let room = alice.ok(&["create", name, "--invite", &bob_r.user_id])?;
+        let room = room["room_id"].as_str().context("no room id")?.to_owned();
+        bob.ok(&["join", &room])?;
+        alice.ok(&["consent", &room, "--for", "1h"])?;
+        bob.ok(&["consent", &room, "--for", "1h"])?;
+        rooms.push(room);
+    }
+    let (alpha, bravo) = (&rooms[0], &rooms[1]);
+    let (app, log) = start_app(&desktop, &audio, &hs, &app_data, &alice_r)?;
+    // Groups are listed by name: Alpha first, and the talk room at start.
+    wait_log(
+        &log,
+        &["walkie groups", "groups=2", alpha],
+        Duration::from_secs(90),
+    )?;
+
+    // Open the tray menu (the icon is the only one in the tray host) and
+    // choose the second group: Down to the first item, Down, Return.
+    let tray = desktop
+        .wait_for_window(
+            &["--onlyvisible", "--class", "trayer"],
+            Duration::from_secs(10),
+        )?
+        .into_iter()
+        .next()
+        .context("no tray host window")?;
+    let geometry = desktop
+        .command("xdotool")
+        .args(["getwindowgeometry", "--shell", &tray])
+        .output()?;
+    let geometry = String::from_utf8_lossy(&geometry.stdout).into_owned();
+    let value = |key: &str| -> Result<i64> {
+        geometry
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("no {key} in {geometry}"))
+    };
+    let (x, y, w, h) = (value("X")?, value("Y")?, value("WIDTH")?, value("HEIGHT")?);
+    let (cx, cy) = ((x + w / 2).to_string(), (y + h / 2).to_string());
+    let visible = || -> Result<usize> {
+        let out = desktop
+            .command("xdotool")
+            .args(["search", "--onlyvisible", "--class", "walkie-app"])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).lines().count())
+    };
+    let before = visible()?;
+    xdotool(&desktop, &["mousemove", &cx, &cy, "click", "3"])?;
+    // The menu is a popup window of the app's: wait until it is mapped.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while visible()? <= before {
+        ensure!(Instant::now() < deadline, "the tray menu did not open");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Some(dir) = std::env::var_os("WALKIE_SCREENSHOT_DIR") {
+        desktop.screenshot(&std::path::Path::new(&dir).join("tray-menu.png"))?;
+    }
+    xdotool(
+        &desktop,
+        &["key", "--delay", "150", "Down", "Down", "Return"],
+    )?;
+    let chosen = wait_log(&log, &["talk room selected"], Duration::from_secs(10))?;
+    assert!(
+        chosen.contains(bravo.as_str()),
+        "chose the wrong room: {chosen}"
+    );
+
+    // The hotkey now talks into Bravo.
+    let (mut listener, bob_events) = bob.listen(&[
+        "--out",
+        root.path().join("bob-out").to_str().unwrap_or_default(),
+        "--timeout",
+        "60",
+    ])?;
+    xdotool(&desktop, &["keydown", "ctrl+alt+space"])?;
+    let claim = wait_for(&bob_events, Duration::from_secs(20), |v| {
+        v["event"] == "talk_started"
+    });
+    xdotool(&desktop, &["keyup", "ctrl+alt+space"])?;
+    let (claim, _) = claim?;
+    assert_eq!(claim["room_id"], bravo.as_str(), "{claim}");
+    wait_log(&log, &["talk released"], Duration::from_secs(20))?;
+    listener.kill()?;
+    listener.wait()?;
     drop(app);
     Ok(())
 }
