@@ -39,6 +39,9 @@ struct Inner {
     /// Start time of each remote talk being received, per session.
     start_ts: std::collections::HashMap<String, u64>,
     muted: bool,
+    /// Bumped by every do-not-disturb change, so an old timer does not
+    /// end a newer one.
+    dnd_generation: u64,
 }
 
 /// Shared handle, managed by Tauri.
@@ -154,6 +157,39 @@ impl Radio {
         });
     }
 
+    /// Do not disturb: every group muted (their talks held for later) for
+    /// `duration`, or until turned off (`None`). `Some(Duration::ZERO)`
+    /// turns it off.
+    pub fn set_dnd(&self, app: &AppHandle, duration: Option<Duration>) {
+        let generation = {
+            let mut inner = lock(&self.inner);
+            inner.dnd_generation += 1;
+            inner.dnd_generation
+        };
+        let off = duration == Some(Duration::ZERO);
+        self.set_muted(app, !off);
+        let until = match duration {
+            Some(d) if !off => Some(walkie_core::engine::now_ms() + d.as_millis() as u64),
+            _ => None,
+        };
+        app.state::<SharedStatus>().update(app, |s| {
+            s.dnd = !off;
+            s.dnd_until = until;
+        });
+        tracing::info!(on = !off, until_ms = until, "do not disturb");
+        if let (Some(d), false) = (duration, off) {
+            let radio = self.clone();
+            let app = app.clone();
+            tauri::async_runtime::spawn(async move {
+                tokio::time::sleep(d).await;
+                // Only if nobody changed it since.
+                if lock(&radio.inner).dnd_generation == generation {
+                    radio.set_dnd(&app, Some(Duration::ZERO));
+                }
+            });
+        }
+    }
+
     /// Re-reads the groups from the engine (names from the rooms) and keeps
     /// the talk room valid: the preferred one, else the first group.
     pub fn refresh_groups(&self, app: &AppHandle) {
@@ -182,6 +218,21 @@ impl Radio {
             }
             inner.talk_room.clone()
         };
+        if lock(&self.inner).muted {
+            // Groups that appeared while muted are muted too.
+            let muted = lock(&self.inner).player.clone();
+            if let Some(player) = muted {
+                for g in &groups {
+                    player.set_group(
+                        &g.room_id,
+                        GroupSettings {
+                            muted: true,
+                            ..GroupSettings::default()
+                        },
+                    );
+                }
+            }
+        }
         tracing::info!(
             groups = groups.len(),
             talk_room = talk_room.as_deref().unwrap_or("-"),

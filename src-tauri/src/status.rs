@@ -65,6 +65,10 @@ pub struct Status {
     /// The group the hotkey talks into.
     pub talk_room: Option<String>,
     pub muted: bool,
+    /// Do not disturb is on (all groups muted), until `dnd_until` (ms since
+    /// the epoch) or until turned off (`None`).
+    pub dnd: bool,
+    pub dnd_until: Option<u64>,
     /// The push-to-talk shortcut, or why there is none.
     pub hotkey: Option<String>,
     pub hotkey_error: Option<String>,
@@ -85,7 +89,12 @@ impl Status {
     pub fn summary(&self) -> String {
         match (&self.account, &self.user_id) {
             (AccountState::Online, Some(_)) => {
-                let mut line = format!("Walkie — {}", self.radio.label());
+                let state = if self.dnd && self.radio == RadioState::Muted {
+                    "do not disturb"
+                } else {
+                    self.radio.label()
+                };
+                let mut line = format!("Walkie — {state}");
                 if let Some(talker) = &self.talker {
                     if matches!(self.radio, RadioState::Receiving | RadioState::Busy) {
                         line.push_str(&format!(": {talker}"));

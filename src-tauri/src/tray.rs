@@ -1,7 +1,8 @@
 //! The tray icon and its menu. The icon shows the radio state (one icon per
 //! state in `icons/`), the tooltip the state, the talk room and who talks;
 //! the menu lists the walkie groups as radio items (the checked one is where
-//! the hotkey talks), mute all, open panel and quit. Everything is redrawn
+//! the hotkey talks), mute all, do not disturb (1 h / until turned off),
+//! open panel, sign out and quit. Everything is redrawn
 //! from the shared `Status`, so menu, tooltip and panel always agree.
 
 use std::sync::Mutex;
@@ -68,6 +69,30 @@ fn menu(app: &AppHandle, status: &Status) -> tauri::Result<Menu<Wry>> {
         status.muted,
         None::<&str>,
     )?));
+    if status.dnd {
+        items.push(Box::new(MenuItem::with_id(
+            app,
+            "dnd-off",
+            "Turn off do not disturb",
+            true,
+            None::<&str>,
+        )?));
+    } else {
+        items.push(Box::new(MenuItem::with_id(
+            app,
+            "dnd-1h",
+            "Do not disturb for 1 hour",
+            true,
+            None::<&str>,
+        )?));
+        items.push(Box::new(MenuItem::with_id(
+            app,
+            "dnd-on",
+            "Do not disturb until I turn it off",
+            true,
+            None::<&str>,
+        )?));
+    }
     items.push(Box::new(MenuItem::with_id(
         app,
         "open",
@@ -76,6 +101,13 @@ fn menu(app: &AppHandle, status: &Status) -> tauri::Result<Menu<Wry>> {
         None::<&str>,
     )?));
     items.push(Box::new(PredefinedMenuItem::separator(app)?));
+    items.push(Box::new(MenuItem::with_id(
+        app,
+        "sign-out",
+        "Sign out",
+        status.user_id.is_some(),
+        None::<&str>,
+    )?));
     items.push(Box::new(MenuItem::with_id(
         app,
         "quit",
@@ -104,6 +136,17 @@ pub fn on_menu(app: &AppHandle, id: &str) {
     match id {
         "open" => show_panel(app),
         "quit" => app.exit(0),
+        "dnd-1h" => radio.set_dnd(app, Some(std::time::Duration::from_secs(3600))),
+        "dnd-on" => radio.set_dnd(app, None),
+        "dnd-off" => radio.set_dnd(app, Some(std::time::Duration::ZERO)),
+        "sign-out" => {
+            let app = app.clone();
+            tauri::async_runtime::spawn(async move {
+                if let Err(e) = crate::session::sign_out(&app).await {
+                    tracing::warn!(error = %e, "sign-out failed");
+                }
+            });
+        }
         "mute" => {
             let muted = app.state::<crate::status::SharedStatus>().get().muted;
             radio.set_muted(app, !muted);

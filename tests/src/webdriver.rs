@@ -33,6 +33,8 @@ const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 const DRIVER_START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the app may take to start and hand its webview to WebDriver.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(90);
+/// From asking for a session until WebKitWebDriver has started the app.
+const APP_LAUNCH_TIMEOUT: Duration = Duration::from_secs(15);
 /// Any other WebDriver command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Between two looks at the DOM (or the driver's status) while waiting.
@@ -203,10 +205,49 @@ fn live_group_members(pgid: libc::pid_t) -> Vec<u32> {
     .collect()
 }
 
+/// The live process of group `pgid` running `app` (a canonical path).
+fn app_pid_in(pgid: libc::pid_t, app: &Path) -> Option<u32> {
+    live_group_members(pgid).into_iter().find(|pid| {
+        // A rebuild replaces the file under a running app: the kernel
+        // then shows `<path> (deleted)`.
+        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
+            let exe = exe.to_string_lossy();
+            Path::new(exe.trim_end_matches(" (deleted)")) == app
+        })
+    })
+}
+
 /// The app's (and the drivers') stderr lines, as they arrive.
 struct Log {
     lines: Mutex<Vec<String>>,
     count: tokio::sync::watch::Sender<usize>,
+}
+
+/// tauri-driver in its own process group; WebKitWebDriver and the app
+/// join it. Dropping it ends the whole group.
+struct DriverGroup(ChildGuard);
+
+impl Drop for DriverGroup {
+    /// Sends SIGTERM to the group and waits (up to `EXIT_GRACE`) until all
+    /// of it has exited, else SIGKILLs it.
+    fn drop(&mut self) {
+        let pgid = self.0.pid() as libc::pid_t;
+        // SAFETY: kill(2) on the process group we created for our child.
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        let deadline = Instant::now() + EXIT_GRACE;
+        let _ = self.0.child().wait();
+        // Not kill(-pgid, 0): WebKitWebDriver is orphaned when tauri-driver
+        // exits, and its zombie waits for PID 1 to reap it (here ~1.5 s).
+        while !live_group_members(pgid).is_empty() {
+            if Instant::now() >= deadline {
+                tracing::warn!("the app or a driver outlived SIGTERM; killing them");
+                // SAFETY: as above.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                break;
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
 }
 
 /// tauri-driver, WebKitWebDriver and the app under WebDriver, with one
@@ -214,10 +255,11 @@ struct Log {
 pub struct AppDriver {
     session: Session,
     session_open: bool,
+    /// The app binary, canonical (as `/proc/PID/exe` shows it).
     app: PathBuf,
     log: Arc<Log>,
-    // Last: the process group is ended after the session is deleted.
-    driver: ChildGuard,
+    // Dropped after Drop::drop has deleted the session.
+    driver: DriverGroup,
 }
 
 impl AppDriver {
@@ -245,18 +287,20 @@ impl AppDriver {
             // Its own process group, so that drop ends WebKitWebDriver and
             // the app too (tauri-driver SIGKILLs only WebKitWebDriver).
             .process_group(0);
-        let mut driver = ChildGuard::spawn("tauri-driver", &mut cmd)?;
+        let mut driver = DriverGroup(ChildGuard::spawn("tauri-driver", &mut cmd)?);
 
         let log = Arc::new(Log {
             lines: Mutex::new(Vec::new()),
             count: tokio::sync::watch::Sender::new(0),
         });
         let stderr = driver
+            .0
             .child()
             .stderr
             .take()
             .context("tauri-driver stderr")?;
         let stdout = driver
+            .0
             .child()
             .stdout
             .take()
@@ -289,7 +333,7 @@ impl AppDriver {
         // Ready when WebKitWebDriver answers /status through tauri-driver.
         let deadline = Instant::now() + DRIVER_START_TIMEOUT;
         loop {
-            if let Some(status) = driver.child().try_wait()? {
+            if let Some(status) = driver.0.child().try_wait()? {
                 bail!("tauri-driver exited with {status} before it was ready (see its log above)");
             }
             let status = send(&http, reqwest::Method::GET, &format!("{base}/status"), None).await;
@@ -311,13 +355,35 @@ impl AppDriver {
             "application": app,
             "args": [],
         }}}});
-        let created = http
+        // WebKitWebDriver waits for the app's webview however long it takes,
+        // even when the app has exited: watch the app process meanwhile.
+        let canonical = std::fs::canonicalize(app)
+            .with_context(|| format!("the app binary {}", app.display()))?;
+        let pgid = driver.0.pid() as libc::pid_t;
+        let request = http
             .post(format!("{base}/session"))
             .timeout(SESSION_TIMEOUT)
             .json(&caps)
-            .send()
-            .await
-            .context("creating the WebDriver session (launches the app)")?;
+            .send();
+        let watch = async {
+            let since = Instant::now();
+            let mut seen = false;
+            loop {
+                tokio::time::sleep(POLL_INTERVAL).await;
+                match app_pid_in(pgid, &canonical) {
+                    Some(_) => seen = true,
+                    None if seen => break "the app exited before WebDriver reached its webview",
+                    None if since.elapsed() > APP_LAUNCH_TIMEOUT => {
+                        break "WebKitWebDriver did not launch the app (or it exited at once)"
+                    }
+                    None => {}
+                }
+            }
+        };
+        let created = tokio::select! {
+            created = request => created.context("creating the WebDriver session (launches the app)")?,
+            why = watch => bail!("{why} (see its log above): {}", app.display()),
+        };
         let status = created.status();
         let body: Value = created.json().await.context("session response")?;
         let value = &body["value"];
@@ -335,7 +401,7 @@ impl AppDriver {
         Ok(Self {
             session,
             session_open: true,
-            app: app.to_owned(),
+            app: canonical,
             log,
             driver,
         })
@@ -344,10 +410,7 @@ impl AppDriver {
     /// The app's process id (WebKitWebDriver launched it), e.g. to signal
     /// it. Deleting the session ends the app abruptly (no clean exit).
     pub fn app_pid(&self) -> Option<u32> {
-        let app = std::fs::canonicalize(&self.app).ok()?;
-        live_group_members(self.driver.pid() as libc::pid_t)
-            .into_iter()
-            .find(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok() == Some(app.clone()))
+        app_pid_in(self.driver.0.pid() as libc::pid_t, &self.app)
     }
 
     /// All log lines so far (the app's stderr and the drivers').
@@ -486,27 +549,6 @@ impl AppDriver {
             .await
             .map(drop)
     }
-
-    /// Sends SIGTERM to tauri-driver's process group and waits (up to
-    /// `EXIT_GRACE`) until all of it has exited, else SIGKILLs it.
-    fn end_process_group(&mut self) {
-        let pgid = self.driver.pid() as libc::pid_t;
-        // SAFETY: kill(2) on the process group we created for our child.
-        unsafe { libc::kill(-pgid, libc::SIGTERM) };
-        let deadline = Instant::now() + EXIT_GRACE;
-        let _ = self.driver.child().wait();
-        // Not kill(-pgid, 0): WebKitWebDriver is orphaned when tauri-driver
-        // exits, and its zombie waits for PID 1 to reap it (here ~1.5 s).
-        while !live_group_members(pgid).is_empty() {
-            if Instant::now() >= deadline {
-                tracing::warn!("the app or a driver outlived SIGTERM; killing them");
-                // SAFETY: as above.
-                unsafe { libc::kill(-pgid, libc::SIGKILL) };
-                break;
-            }
-            std::thread::sleep(POLL_INTERVAL);
-        }
-    }
 }
 
 impl Drop for AppDriver {
@@ -532,7 +574,6 @@ impl Drop for AppDriver {
                 tracing::debug!(error = %e, "deleting the WebDriver session");
             }
         }
-        self.end_process_group();
     }
 }
 

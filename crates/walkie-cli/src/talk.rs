@@ -1,6 +1,7 @@
 //! `walkie talk ROOM --wav FILE | --mic`: one push-to-talk through
 //! `walkie_core::live_talk`, released at the end of the file, after
-//! `--seconds` of capture, or on Ctrl-C; prints the `capture_live` line.
+//! `--seconds` of capture, or on Ctrl-C. With `--mic` it prints a
+//! `capture_live` line (device start-up figures) before the summary.
 
 use serde_json::json;
 use walkie_audio::player::Player;
@@ -23,7 +24,11 @@ pub async fn run(
             std::future::pending::<()>().await;
         }
     };
+    let mic = matches!(input, Input::Mic(_));
     let outcome = live_talk::run(engine, room, input, options, player, release, |live| {
+        if !mic {
+            return;
+        }
         println!(
             "{}",
             json!({
