@@ -15,6 +15,10 @@ fn main() {
             "set_muted",
             "talk_press",
             "talk_release",
+            "unplayed_talks",
+            "play_talk",
+            "skip_talk",
+            "set_cues",
         ]),
     ))
     .expect("tauri build script failed");

@@ -55,7 +55,12 @@ function render(s) {
   $("si-submit").disabled = signingIn;
   $("si-error").hidden = !(s.error && !signedIn);
   $("si-error").textContent = s.error || "";
-  for (const id of ["radio", "groups-section", "account"]) $(id).hidden = !signedIn;
+  for (const id of ["radio", "groups-section", "unplayed-section", "settings", "account"]) {
+    $(id).hidden = !signedIn;
+  }
+  $("cue-permit").checked = s.cues.talk_permit;
+  $("cue-busy").checked = s.cues.busy;
+  $("cue-end").checked = s.cues.talk_end;
   $("user").textContent = s.user_id || "—";
   $("device").textContent = s.device_id || "—";
   $("homeserver").textContent = s.homeserver || "—";
@@ -70,7 +75,44 @@ function render(s) {
   if (signedIn) {
     showError(s.error || "");
     refreshGroups();
+    refreshUnplayed();
   }
+}
+
+function groupName(roomId) {
+  const g = groups.find((x) => x.room_id === roomId);
+  return g ? g.name : roomId;
+}
+
+async function refreshUnplayed() {
+  let talks = [];
+  try {
+    talks = await invoke("unplayed_talks");
+  } catch (e) {
+    // Not signed in any more: the status event says so.
+  }
+  $("no-unplayed").hidden = talks.length > 0;
+  $("unplayed").replaceChildren(
+    ...talks.map((t) => {
+      const li = document.createElement("li");
+      li.className = "talk-item row";
+      li.dataset.session = t.session;
+      const label = document.createElement("span");
+      const when = new Date(t.start_ts).toLocaleTimeString();
+      label.textContent = `${t.sender} in ${groupName(t.room_id)}, ${when}, ${(t.duration_ms / 1000).toFixed(1)} s${t.held ? "" : " (queued)"}`;
+      const play = document.createElement("button");
+      play.type = "button";
+      play.textContent = "Play";
+      play.addEventListener("click", () => call("play_talk", { session: t.session }));
+      const skip = document.createElement("button");
+      skip.type = "button";
+      skip.className = "secondary";
+      skip.textContent = "Skip";
+      skip.addEventListener("click", () => call("skip_talk", { session: t.session }));
+      li.append(label, play, skip);
+      return li;
+    }),
+  );
 }
 
 async function refreshGroups() {
@@ -189,6 +231,15 @@ window.addEventListener("DOMContentLoaded", async () => {
   });
   $("sign-out").addEventListener("click", () => call("sign_out"));
   $("mute").addEventListener("change", () => call("set_muted", { muted: $("mute").checked }));
+  for (const id of ["cue-permit", "cue-busy", "cue-end"]) {
+    $(id).addEventListener("change", () =>
+      call("set_cues", {
+        talkPermit: $("cue-permit").checked,
+        busy: $("cue-busy").checked,
+        talkEnd: $("cue-end").checked,
+      }),
+    );
+  }
   $("make-group-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const room = $("other-rooms").value;

@@ -200,3 +200,69 @@ pub fn talk_press(app: AppHandle, radio: State<'_, Radio>) {
 pub fn talk_release(app: AppHandle, radio: State<'_, Radio>) {
     radio.release(&app);
 }
+
+/// A talk waiting to be played, for the panel.
+#[derive(Serialize)]
+pub struct UnplayedView {
+    session: String,
+    room_id: String,
+    sender: String,
+    start_ts: u64,
+    duration_ms: u64,
+    /// Held for the user (muted group, do not disturb, or restored after a
+    /// restart) rather than queued to play by itself.
+    held: bool,
+}
+
+#[tauri::command]
+pub fn unplayed_talks(radio: State<'_, Radio>) -> Vec<UnplayedView> {
+    radio
+        .player()
+        .map(|p| p.unplayed())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| UnplayedView {
+            session: t.meta.session,
+            room_id: t.meta.group,
+            sender: t.meta.sender,
+            start_ts: t.meta.start_ts_ms,
+            duration_ms: t.duration_ms,
+            held: t.state == walkie_audio::mixing_queue::TalkState::Held,
+        })
+        .collect()
+}
+
+#[tauri::command]
+pub fn play_talk(radio: State<'_, Radio>, session: String) {
+    if let Some(player) = radio.player() {
+        player.play_now(&session);
+    }
+}
+
+#[tauri::command]
+pub fn skip_talk(radio: State<'_, Radio>, session: String) {
+    if let Some(player) = radio.player() {
+        player.skip(&session);
+    }
+}
+
+/// Which cues sound (talk permit, busy, end of talk).
+#[tauri::command]
+pub fn set_cues(
+    radio: State<'_, Radio>,
+    status: State<'_, SharedStatus>,
+    app: AppHandle,
+    talk_permit: bool,
+    busy: bool,
+    talk_end: bool,
+) {
+    let cues = walkie_audio::cues::CueSettings {
+        talk_permit,
+        busy,
+        talk_end,
+    };
+    if let Some(player) = radio.player() {
+        player.set_cues(cues);
+    }
+    status.update(&app, |s| s.cues = cues);
+}

@@ -43,6 +43,10 @@ fn main() -> anyhow::Result<()> {
             commands::set_muted,
             commands::talk_press,
             commands::talk_release,
+            commands::unplayed_talks,
+            commands::play_talk,
+            commands::skip_talk,
+            commands::set_cues,
         ])
         .on_page_load(|webview, payload| {
             if payload.event() == PageLoadEvent::Finished {

@@ -91,9 +91,12 @@ impl Radio {
         let app = app.clone();
         tauri::async_runtime::spawn(async move {
             while let Some(event) = rx.recv().await {
-                if let PlayerEvent::Queue(QueueEvent::Finished { .. }) = &event {
+                if let PlayerEvent::Queue(queue_event) = &event {
+                    let finished = matches!(queue_event, QueueEvent::Finished { .. });
                     app.state::<SharedStatus>().update(&app, |s| {
-                        if s.radio == RadioState::Receiving {
+                        // The panel re-reads the unplayed talks on a change.
+                        s.queue_version += 1;
+                        if finished && s.radio == RadioState::Receiving {
                             s.radio = RadioState::Idle;
                             s.talker = None;
                         }
@@ -188,6 +191,11 @@ impl Radio {
                 }
             });
         }
+    }
+
+    /// The player, when signed in.
+    pub fn player(&self) -> Option<Arc<Player>> {
+        lock(&self.inner).player.clone()
     }
 
     /// Re-reads the groups from the engine (names from the rooms) and keeps

@@ -69,6 +69,11 @@ pub struct Status {
     /// the epoch) or until turned off (`None`).
     pub dnd: bool,
     pub dnd_until: Option<u64>,
+    /// Bumped whenever the mixing queue changed (talk queued, held, played,
+    /// skipped, evicted): the panel then re-reads the unplayed talks.
+    pub queue_version: u64,
+    /// Which cues sound.
+    pub cues: walkie_audio::cues::CueSettings,
     /// The push-to-talk shortcut, or why there is none.
     pub hotkey: Option<String>,
     pub hotkey_error: Option<String>,

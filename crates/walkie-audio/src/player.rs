@@ -28,7 +28,7 @@ use crate::{
     jitter::Playout,
     mixing_queue::{
         GroupSettings, MixingQueue, PersistAction, QueueError, QueueEvent, QueueLimits, TalkMeta,
-        TalkState, Tick,
+        TalkState, TalkSummary, Tick,
     },
     queue_store::QueueStore,
 };
@@ -103,6 +103,7 @@ enum Command {
     PlayNow(String),
     Skip(String),
     Drain(Sender<()>),
+    Unplayed(Sender<Vec<TalkSummary>>),
     Shutdown,
 }
 
@@ -222,6 +223,14 @@ impl Player {
         let (tx, rx) = mpsc::channel();
         self.send(Command::Drain(tx));
         let _ = rx.recv_timeout(Duration::from_secs(1));
+    }
+
+    /// The talks waiting to be played (queued, or held for the user), in
+    /// arrival order.
+    pub fn unplayed(&self) -> Vec<TalkSummary> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Command::Unplayed(tx));
+        rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default()
     }
 
     /// Drops an unplayed talk.
@@ -441,6 +450,9 @@ impl PlayerThread {
                 if let Err(e) = self.queue.skip(&session) {
                     tracing::warn!(%session, error = %e, "cannot skip that talk");
                 }
+            }
+            Command::Unplayed(reply) => {
+                let _ = reply.send(self.queue.unplayed());
             }
             Command::Drain(done) => {
                 self.keep_open = true;

@@ -1,0 +1,134 @@
+//! Unplayed talks in the panel: with all groups muted from the panel, a talk
+//! from bob (the CLI) is held by the mixing queue, listed under "Unplayed
+//! talks" with Play and Skip; Play plays it to the speakers (the app's
+//! private PulseAudio sink hears it) and the list empties. Screenshot of the
+//! view to `$WALKIE_SCREENSHOT_DIR` when set.
+#![recursion_limit = "256"]
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use walkie_tests::{
+    desktop::Desktop,
+    pulse::PulseAudio,
+    secret_service::SecretService,
+    speech_wav,
+    webdriver::{app_binary, AppDriver},
+    Synapse,
+};
+
+mod common;
+use common::*;
+
+const READY: Duration = Duration::from_secs(90);
+const DOM: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn muted_talks_wait_in_the_panel_and_play_on_request() -> Result<()> {
+    let hs = Synapse::start().await?;
+    let audio = PulseAudio::start()?;
+    let desktop = Desktop::start()?;
+    let _secrets = SecretService::on_bus(desktop.bus_address())?;
+    let root = tempfile::tempdir()?;
+    let app_data = root.path().join("app");
+    let alice_r = hs.register("alice").await?;
+    let bob_r = hs.register("bob").await?;
+    let account_dir = {
+        let name: String = format!("{}@{}", alice_r.user_id, hs.url())
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.@".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        app_data.join("accounts").join(name)
+    };
+    let alice = Cli { dir: account_dir };
+    let bob = Cli::new(root.path(), "bob");
+    login(&hs, &alice, &alice_r)?;
+    login(&hs, &bob, &bob_r)?;
+    let room = group(&alice, &[(&bob, &bob_r.user_id)], &[])?;
+    alice.ok(&["consent", &room, "--for", "1h"])?;
+    bob.ok(&["consent", &room, "--for", "1h"])?;
+    let speech = root.path().join("speech.wav");
+    speech_wav(&speech, 2.0)?;
+
+    let app_dir = app_data.to_string_lossy().into_owned();
+    let mut env: Vec<(String, String)> = audio.env();
+    env.extend(
+        [
+            ("WALKIE_HOMESERVER", hs.url()),
+            ("WALKIE_USER", alice_r.user_id.clone()),
+            ("WALKIE_PASSWORD", alice_r.password.clone()),
+            ("WALKIE_DATA_DIR", app_dir),
+            (
+                "RUST_LOG",
+                "info,matrix_sdk=warn,matrix_sdk_crypto=warn".into(),
+            ),
+            ("NO_AT_BRIDGE", "1".into()),
+            ("NO_COLOR", "1".into()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v)),
+    );
+    let app = AppDriver::start(&desktop, &app_binary()?, env).await?;
+    app.wait_for_log("walkie-app ready", READY).await?;
+    app.wait_for("#state", |t| t == "online", READY).await?;
+    app.wait_for(&format!(".group[data-room='{room}'] .name"), |_| true, DOM)
+        .await?;
+    app.find("#mute").await?.click().await?;
+    app.wait_for("#radio-state", |t| t == "muted", DOM).await?;
+
+    let summary = bob.ok(&["talk", &room, "--wav", speech.to_str().unwrap_or_default()])?;
+    let session = summary["session_id"]
+        .as_str()
+        .context("no session")?
+        .to_owned();
+    let item = format!("#unplayed .talk-item[data-session='{session}']");
+    // The list is redrawn on every status change: read what matched.
+    app.wait_for(&item, |t| t.contains(&bob_r.user_id), DOM)
+        .await?;
+    if let Some(dir) = std::env::var_os("WALKIE_SCREENSHOT_DIR") {
+        app.screenshot(&std::path::Path::new(&dir).join("panel-unplayed.png"))
+            .await?;
+    }
+
+    // Play it: it goes to the speakers and leaves the list.
+    let heard = root.path().join("alice-speaker.wav");
+    let recorder = audio.record_speaker(&heard)?;
+    // Click Play (again if a redraw replaced the button under the click).
+    let play = format!("{item} button");
+    let mut attempts = 0;
+    while let Err(e) = async { app.find(&play).await?.click().await }.await {
+        attempts += 1;
+        ensure!(attempts < 20, "cannot click Play: {e:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.wait_for_log("output opened", DOM).await?;
+    let deadline = std::time::Instant::now() + DOM;
+    while !app.find_all(&item).await?.is_empty() {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the talk stayed in the list"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.wait_for_log("output closed", DOM).await?;
+    recorder.stop()?;
+    let played = walkie_audio::wav::read_wav_mono_48k(&heard)?;
+    let source = walkie_audio::wav::read_wav_mono_48k(&speech)?;
+    let (corr, _) = walkie_audio::similarity::normalised_cross_correlation(
+        &source,
+        &played,
+        played.len().max(1) - 1,
+    );
+    eprintln!(
+        "played {:.2} s, correlation {corr:.3}",
+        played.len() as f64 / 48_000.0
+    );
+    ensure!(corr >= 0.8, "what played is not bob's talk: {corr:.3}");
+    app.close().await?;
+    Ok(())
+}
