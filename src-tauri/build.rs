@@ -19,6 +19,7 @@ fn main() {
             "play_talk",
             "skip_talk",
             "set_cues",
+            "set_hotkey",
         ]),
     ))
     .expect("tauri build script failed");

@@ -58,6 +58,9 @@ function render(s) {
   for (const id of ["radio", "groups-section", "unplayed-section", "settings", "account"]) {
     $(id).hidden = !signedIn;
   }
+  const hotkeyInput = $("hotkey-input");
+  if (document.activeElement !== hotkeyInput) hotkeyInput.value = s.hotkey || "";
+  $("hotkey-mode").value = s.hotkey_mode;
   $("cue-permit").checked = s.cues.talk_permit;
   $("cue-busy").checked = s.cues.busy;
   $("cue-end").checked = s.cues.talk_end;
@@ -231,6 +234,17 @@ window.addEventListener("DOMContentLoaded", async () => {
   });
   $("sign-out").addEventListener("click", () => call("sign_out"));
   $("mute").addEventListener("change", () => call("set_muted", { muted: $("mute").checked }));
+  $("hotkey-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const error = $("hotkey-error");
+    try {
+      await invoke("set_hotkey", { shortcut: $("hotkey-input").value, mode: $("hotkey-mode").value });
+      error.hidden = true;
+    } catch (e) {
+      error.hidden = false;
+      error.textContent = String(e);
+    }
+  });
   for (const id of ["cue-permit", "cue-busy", "cue-end"]) {
     $(id).addEventListener("change", () =>
       call("set_cues", {

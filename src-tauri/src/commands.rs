@@ -266,3 +266,14 @@ pub fn set_cues(
     }
     status.update(&app, |s| s.cues = cues);
 }
+
+/// Rebinds the push-to-talk shortcut (`mode`: `hold` or `toggle`).
+#[tauri::command]
+pub fn set_hotkey(app: AppHandle, shortcut: String, mode: String) -> Result<(), String> {
+    let mode = crate::hotkey::HotkeyMode::parse(&mode).ok_or("mode must be hold or toggle")?;
+    let shortcut = shortcut.trim();
+    if shortcut.is_empty() {
+        return Err("Type a shortcut such as ctrl+alt+Space".into());
+    }
+    crate::hotkey::rebind(&app, shortcut, mode)
+}

@@ -4,7 +4,8 @@
 //! `WALKIE_PASSWORD` sign in at start; `WALKIE_DATA_DIR` overrides where the
 //! account's local store lives (default: `$XDG_DATA_HOME/walkie`).
 //! `WALKIE_HOTKEY` is the push-to-talk shortcut (default `ctrl+alt+Space`,
-//! rarely bound elsewhere), `WALKIE_RELEASE_TAIL_MS` how long a talk goes on
+//! rarely bound elsewhere), `WALKIE_HOTKEY_MODE` `hold` (default) or
+//! `toggle`, `WALKIE_RELEASE_TAIL_MS` how long a talk goes on
 //! after the key is released (default 250 ms, so the last syllable is not
 //! cut), `WALKIE_TALK_ROOM` the group the hotkey talks into at start.
 
@@ -25,6 +26,7 @@ pub struct AppConfig {
     /// `None`: nothing to sign in with; the panel says so.
     pub credentials: Option<Credentials>,
     pub hotkey: String,
+    pub hotkey_mode: crate::hotkey::HotkeyMode,
     pub release_tail: Duration,
     pub talk_room: Option<String>,
 }
@@ -72,6 +74,11 @@ impl AppConfig {
             data_dir,
             credentials,
             hotkey: var("WALKIE_HOTKEY").unwrap_or_else(|| DEFAULT_HOTKEY.to_owned()),
+            hotkey_mode: match var("WALKIE_HOTKEY_MODE") {
+                Some(m) => crate::hotkey::HotkeyMode::parse(&m)
+                    .with_context(|| format!("WALKIE_HOTKEY_MODE={m}: give hold or toggle"))?,
+                None => crate::hotkey::HotkeyMode::Hold,
+            },
             release_tail: Duration::from_millis(release_tail_ms),
             talk_room: var("WALKIE_TALK_ROOM"),
         })

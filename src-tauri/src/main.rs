@@ -47,6 +47,7 @@ fn main() -> anyhow::Result<()> {
             commands::play_talk,
             commands::skip_talk,
             commands::set_cues,
+            commands::set_hotkey,
         ])
         .on_page_load(|webview, payload| {
             if payload.event() == PageLoadEvent::Finished {
@@ -65,7 +66,7 @@ fn main() -> anyhow::Result<()> {
         })
         .setup(move |app| {
             tray::create(app.handle())?;
-            hotkey::register(app.handle(), &config.hotkey);
+            hotkey::register(app.handle(), &config.hotkey, config.hotkey_mode);
             shutdown::exit_on_signals(app.handle().clone());
             session::start(app.handle().clone(), config.clone());
             Ok(())

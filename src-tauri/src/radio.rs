@@ -193,6 +193,11 @@ impl Radio {
         }
     }
 
+    /// A talk is in progress (pressed and not yet released).
+    pub fn talking(&self) -> bool {
+        lock(&self.inner).active.is_some()
+    }
+
     /// The player, when signed in.
     pub fn player(&self) -> Option<Arc<Player>> {
         lock(&self.inner).player.clone()

@@ -77,6 +77,7 @@ pub struct Status {
     /// The push-to-talk shortcut, or why there is none.
     pub hotkey: Option<String>,
     pub hotkey_error: Option<String>,
+    pub hotkey_mode: crate::hotkey::HotkeyMode,
     pub account: AccountState,
     pub user_id: Option<String>,
     pub device_id: Option<String>,

@@ -3,8 +3,9 @@
 //! Synapse, the headless desktop and a private PulseAudio, signs the app in
 //! (one walkie group with consent), waits until it is ready, then measures
 //! for 60 s with nobody talking: CPU time used (from /proc/PID/stat) as
-//! percent of one core, resident memory (VmRSS, VmHWM), and the audio
-//! streams open (none expected). Prints one JSON line.
+//! percent of one core, resident memory (VmRSS, VmHWM), the same for the
+//! webview's child processes, and the audio streams open (none expected).
+//! Prints one JSON line.
 #![recursion_limit = "256"]
 
 use std::{
@@ -33,6 +34,40 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     let utime: u64 = fields.get(11).context("utime")?.parse()?;
     let stime: u64 = fields.get(12).context("stime")?.parse()?;
     Ok(utime + stime)
+}
+
+/// The app's child processes (WebKit's web and network processes).
+fn descendants(pid: u32) -> Vec<u32> {
+    let parent_of = |p: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let all: Vec<u32> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    all.into_iter()
+        .filter(|&p| {
+            let mut cur = p;
+            while let Some(parent) = parent_of(cur) {
+                if parent == pid {
+                    return true;
+                }
+                if parent <= 1 {
+                    break;
+                }
+                cur = parent;
+            }
+            false
+        })
+        .collect()
 }
 
 fn status_kib(pid: u32, key: &str) -> Result<u64> {
@@ -83,10 +118,19 @@ async fn main() -> Result<()> {
     // Settle: the first seconds include the initial sync and key upload.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let ticks_per_s = 100.0; // USER_HZ on Linux
+    let children = descendants(pid);
+    let total_ticks =
+        |pids: &[u32]| -> u64 { pids.iter().filter_map(|&p| cpu_ticks(p).ok()).sum() };
     let start_ticks = cpu_ticks(pid)?;
+    let start_children = total_ticks(&children);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let used = (cpu_ticks(pid)? - start_ticks) as f64 / ticks_per_s;
+    let children_used = total_ticks(&children).saturating_sub(start_children) as f64 / ticks_per_s;
+    let children_rss: u64 = children
+        .iter()
+        .filter_map(|&p| status_kib(p, "VmRSS:").ok())
+        .sum();
     let elapsed = started.elapsed().as_secs_f64();
     let streams = audio.our_streams()?;
     println!(
@@ -98,6 +142,9 @@ async fn main() -> Result<()> {
             "rss_kib": status_kib(pid, "VmRSS:")?,
             "peak_rss_kib": status_kib(pid, "VmHWM:")?,
             "threads": status_kib(pid, "Threads:")?,
+            "webkit_processes": children.len(),
+            "webkit_cpu_percent_of_one_core": children_used / elapsed * 100.0,
+            "webkit_rss_kib": children_rss,
             "audio_streams_open": streams,
         })
     );

@@ -25,22 +25,6 @@ use walkie_tests::{
 mod common;
 use common::*;
 
-/// The app's account directory for `user` on `homeserver` (as
-/// `src-tauri/src/session.rs` names it), so a CLI can share its device.
-fn app_account_dir(data: &std::path::Path, homeserver: &str, user: &str) -> std::path::PathBuf {
-    let name: String = format!("{user}@{homeserver}")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.@".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    data.join("accounts").join(name)
-}
-
 /// Waits for an app log line containing all of `needles`.
 fn wait_log(rx: &mpsc::Receiver<String>, needles: &[&str], limit: Duration) -> Result<String> {
     let deadline = Instant::now() + limit;

@@ -33,19 +33,7 @@ async fn muted_talks_wait_in_the_panel_and_play_on_request() -> Result<()> {
     let app_data = root.path().join("app");
     let alice_r = hs.register("alice").await?;
     let bob_r = hs.register("bob").await?;
-    let account_dir = {
-        let name: String = format!("{}@{}", alice_r.user_id, hs.url())
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "-_.@".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        app_data.join("accounts").join(name)
-    };
+    let account_dir = app_account_dir(&app_data, &hs.url(), &alice_r.user_id);
     let alice = Cli { dir: account_dir };
     let bob = Cli::new(root.path(), "bob");
     login(&hs, &alice, &alice_r)?;

@@ -220,3 +220,20 @@ pub fn opusdec_seconds(ogg: &[u8], dir: &Path) -> Result<f64> {
     let spec = reader.spec();
     Ok(reader.duration() as f64 / f64::from(spec.sample_rate))
 }
+
+/// The desktop app's account directory for `user` on `homeserver` (as
+/// `src-tauri/src/session.rs` names it under `WALKIE_DATA_DIR`), so a CLI
+/// signed in there shares the app's device (and its consents).
+pub fn app_account_dir(data: &Path, homeserver: &str, user: &str) -> PathBuf {
+    let name: String = format!("{user}@{homeserver}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    data.join("accounts").join(name)
+}

@@ -1,0 +1,127 @@
+//! Rebinding the shortcut from the panel: the user types another
+//! combination and picks "press to start / stop"; the old combination stops
+//! talking, the new one starts a talk with one press and ends it with the
+//! next (bob's CLI sees the claim and the end). A combination the system
+//! cannot grab leaves the old one in place and the panel says why.
+#![recursion_limit = "256"]
+
+use std::time::Duration;
+
+use anyhow::Result;
+use walkie_tests::{
+    desktop::Desktop,
+    pulse::PulseAudio,
+    secret_service::SecretService,
+    webdriver::{app_binary, AppDriver},
+    Synapse,
+};
+
+mod common;
+use common::*;
+
+const READY: Duration = Duration::from_secs(90);
+const DOM: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_panel_rebinds_the_shortcut_to_toggle_mode() -> Result<()> {
+    let hs = Synapse::start().await?;
+    let audio = PulseAudio::start()?;
+    let desktop = Desktop::start()?;
+    let _secrets = SecretService::on_bus(desktop.bus_address())?;
+    let root = tempfile::tempdir()?;
+    let app_data = root.path().join("app");
+    let alice_r = hs.register("alice").await?;
+    let bob_r = hs.register("bob").await?;
+    let alice = Cli {
+        dir: app_account_dir(&app_data, &hs.url(), &alice_r.user_id),
+    };
+    let bob = Cli::new(root.path(), "bob");
+    login(&hs, &alice, &alice_r)?;
+    login(&hs, &bob, &bob_r)?;
+    let room = group(&alice, &[(&bob, &bob_r.user_id)], &[])?;
+    alice.ok(&["consent", &room, "--for", "1h"])?;
+    bob.ok(&["consent", &room, "--for", "1h"])?;
+
+    let mut env: Vec<(String, String)> = audio.env();
+    env.extend(
+        [
+            ("WALKIE_HOMESERVER", hs.url()),
+            ("WALKIE_USER", alice_r.user_id.clone()),
+            ("WALKIE_PASSWORD", alice_r.password.clone()),
+            ("WALKIE_DATA_DIR", app_data.to_string_lossy().into_owned()),
+            (
+                "RUST_LOG",
+                "info,matrix_sdk=warn,matrix_sdk_crypto=warn".into(),
+            ),
+            ("NO_AT_BRIDGE", "1".into()),
+            ("NO_COLOR", "1".into()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v)),
+    );
+    let app = AppDriver::start(&desktop, &app_binary()?, env).await?;
+    app.wait_for("#state", |t| t == "online", READY).await?;
+    app.wait_for(&format!(".group[data-room='{room}'] .name"), |_| true, DOM)
+        .await?;
+
+    // A combination that cannot be a shortcut: refused, the old one stays.
+    let input = app.find("#hotkey-input").await?;
+    input.clear().await?;
+    input.send_keys("ctrl+alt+NoSuchKey").await?;
+    app.find("#hotkey-save").await?.click().await?;
+    let error = app
+        .wait_for("#hotkey-error", |t| !t.is_empty(), DOM)
+        .await?
+        .text()
+        .await?;
+    eprintln!("refused: {error}");
+    assert!(error.contains("NoSuchKey"), "{error}");
+    app.wait_for(".hint#hotkey", |t| t.contains("ctrl+alt+Space"), DOM)
+        .await?;
+
+    // ctrl+alt+t, press to start / stop.
+    let input = app.find("#hotkey-input").await?;
+    input.clear().await?;
+    input.send_keys("ctrl+alt+KeyT").await?;
+    app.execute(
+        "document.getElementById('hotkey-mode').value = 'toggle';",
+        vec![],
+    )
+    .await?;
+    app.find("#hotkey-save").await?.click().await?;
+    app.wait_for(".hint#hotkey", |t| t.contains("ctrl+alt+KeyT"), DOM)
+        .await?;
+    app.wait_for_log("push-to-talk shortcut registered", DOM)
+        .await?;
+
+    let (mut listener, bob_events) = bob.listen(&[
+        &room,
+        "--out",
+        root.path().join("bob-out").to_str().unwrap_or_default(),
+        "--timeout",
+        "60",
+    ])?;
+    let key = |keys: &str| -> Result<()> {
+        let status = desktop.command("xdotool").args(["key", keys]).status()?;
+        anyhow::ensure!(status.success(), "xdotool key {keys} failed");
+        Ok(())
+    };
+    // The old combination does nothing any more: no talk starts.
+    key("ctrl+alt+space")?;
+    // One press of the new one starts a talk, the next ends it.
+    key("ctrl+alt+t")?;
+    let (claim, before) = wait_for(&bob_events, DOM, |v| v["event"] == "talk_started")?;
+    assert!(
+        !before.iter().any(|v| v["event"] == "talk_started"),
+        "the old shortcut still talks"
+    );
+    app.wait_for("#radio-state", |t| t == "talking", DOM)
+        .await?;
+    key("ctrl+alt+t")?;
+    let (ended, _) = wait_for(&bob_events, DOM, |v| v["event"] == "talk_ended")?;
+    assert_eq!(ended["session_id"], claim["session_id"]);
+    app.wait_for("#radio-state", |t| t == "idle", DOM).await?;
+    listener.kill()?;
+    listener.wait()?;
+    app.close().await?;
+    Ok(())
+}
