@@ -20,6 +20,7 @@ fn main() {
             "skip_talk",
             "set_cues",
             "set_hotkey",
+            "set_autostart",
         ]),
     ))
     .expect("tauri build script failed");

@@ -61,6 +61,7 @@ function render(s) {
   const hotkeyInput = $("hotkey-input");
   if (document.activeElement !== hotkeyInput) hotkeyInput.value = s.hotkey || "";
   $("hotkey-mode").value = s.hotkey_mode;
+  $("autostart").checked = s.autostart;
   $("cue-permit").checked = s.cues.talk_permit;
   $("cue-busy").checked = s.cues.busy;
   $("cue-end").checked = s.cues.talk_end;
@@ -245,6 +246,9 @@ window.addEventListener("DOMContentLoaded", async () => {
       error.textContent = String(e);
     }
   });
+  $("autostart").addEventListener("change", () =>
+    call("set_autostart", { enabled: $("autostart").checked }),
+  );
   for (const id of ["cue-permit", "cue-busy", "cue-end"]) {
     $(id).addEventListener("change", () =>
       call("set_cues", {

@@ -277,3 +277,29 @@ pub fn set_hotkey(app: AppHandle, shortcut: String, mode: String) -> Result<(), 
     }
     crate::hotkey::rebind(&app, shortcut, mode)
 }
+
+/// Starts Walkie with the desktop session (an XDG autostart entry on Linux).
+#[tauri::command]
+pub fn set_autostart(app: AppHandle, enabled: bool) -> Result<(), String> {
+    use tauri_plugin_autostart::ManagerExt;
+    let launcher = app.autolaunch();
+    let result = if enabled {
+        launcher.enable()
+    } else {
+        launcher.disable()
+    };
+    result.map_err(|e| format!("Could not change autostart: {e}"))?;
+    show_autostart(&app);
+    Ok(())
+}
+
+/// Reads whether autostart is on into the status.
+pub fn show_autostart(app: &AppHandle) {
+    use tauri_plugin_autostart::ManagerExt;
+    match app.autolaunch().is_enabled() {
+        Ok(on) => app
+            .state::<SharedStatus>()
+            .update(app, |s| s.autostart = on),
+        Err(e) => tracing::warn!(error = %e, "cannot read the autostart setting"),
+    }
+}

@@ -25,7 +25,17 @@ fn main() -> anyhow::Result<()> {
     tracing::info!(data_dir = %config.data_dir.display(), "starting walkie-app");
 
     tauri::Builder::default()
+        // First: a second start only brings the running app's panel up.
+        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
+            tracing::info!("second start: showing the running app's panel");
+            tray::on_menu(app, "open");
+        }))
         .plugin(tauri_plugin_global_shortcut::Builder::new().build())
+        .plugin(
+            tauri_plugin_autostart::Builder::new()
+                .app_name("walkie")
+                .build(),
+        )
         .manage(status::SharedStatus::default())
         .manage(radio::Radio::default())
         .manage(session::Running::default())
@@ -48,6 +58,7 @@ fn main() -> anyhow::Result<()> {
             commands::skip_talk,
             commands::set_cues,
             commands::set_hotkey,
+            commands::set_autostart,
         ])
         .on_page_load(|webview, payload| {
             if payload.event() == PageLoadEvent::Finished {
@@ -67,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         .setup(move |app| {
             tray::create(app.handle())?;
             hotkey::register(app.handle(), &config.hotkey, config.hotkey_mode);
+            commands::show_autostart(app.handle());
             shutdown::exit_on_signals(app.handle().clone());
             session::start(app.handle().clone(), config.clone());
             Ok(())

@@ -72,6 +72,8 @@ pub struct Status {
     /// Bumped whenever the mixing queue changed (talk queued, held, played,
     /// skipped, evicted): the panel then re-reads the unplayed talks.
     pub queue_version: u64,
+    /// Walkie starts with the desktop session.
+    pub autostart: bool,
     /// Which cues sound.
     pub cues: walkie_audio::cues::CueSettings,
     /// The push-to-talk shortcut, or why there is none.
