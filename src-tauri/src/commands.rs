@@ -265,6 +265,8 @@ pub fn set_cues(
         player.set_cues(cues);
     }
     status.update(&app, |s| s.cues = cues);
+    let data_dir = &app.state::<AppConfig>().data_dir;
+    crate::settings::Settings::update(data_dir, |s| s.cues = Some(cues));
 }
 
 /// Rebinds the push-to-talk shortcut (`mode`: `hold` or `toggle`).

@@ -7,7 +7,8 @@
 //! rarely bound elsewhere), `WALKIE_HOTKEY_MODE` `hold` (default) or
 //! `toggle`, `WALKIE_RELEASE_TAIL_MS` how long a talk goes on
 //! after the key is released (default 250 ms, so the last syllable is not
-//! cut), `WALKIE_TALK_ROOM` the group the hotkey talks into at start.
+//! cut), `WALKIE_TALK_ROOM` the group the hotkey talks into at start. Each
+//! of these, when unset, comes from the saved settings (`settings.rs`).
 
 use std::{path::PathBuf, time::Duration};
 
@@ -29,6 +30,7 @@ pub struct AppConfig {
     pub hotkey_mode: crate::hotkey::HotkeyMode,
     pub release_tail: Duration,
     pub talk_room: Option<String>,
+    pub cues: walkie_audio::cues::CueSettings,
 }
 
 /// Default push-to-talk shortcut.
@@ -49,6 +51,8 @@ impl AppConfig {
                 }
             },
         };
+        // The user's saved choices; the environment wins over them.
+        let saved = crate::settings::Settings::load(&data_dir);
         let credentials = match (
             var("WALKIE_HOMESERVER"),
             var("WALKIE_USER"),
@@ -73,14 +77,17 @@ impl AppConfig {
         Ok(Self {
             data_dir,
             credentials,
-            hotkey: var("WALKIE_HOTKEY").unwrap_or_else(|| DEFAULT_HOTKEY.to_owned()),
+            hotkey: var("WALKIE_HOTKEY")
+                .or(saved.hotkey)
+                .unwrap_or_else(|| DEFAULT_HOTKEY.to_owned()),
             hotkey_mode: match var("WALKIE_HOTKEY_MODE") {
                 Some(m) => crate::hotkey::HotkeyMode::parse(&m)
                     .with_context(|| format!("WALKIE_HOTKEY_MODE={m}: give hold or toggle"))?,
-                None => crate::hotkey::HotkeyMode::Hold,
+                None => saved.hotkey_mode.unwrap_or_default(),
             },
+            cues: saved.cues.unwrap_or_default(),
             release_tail: Duration::from_millis(release_tail_ms),
-            talk_room: var("WALKIE_TALK_ROOM"),
+            talk_room: var("WALKIE_TALK_ROOM").or(saved.talk_room),
         })
     }
 }

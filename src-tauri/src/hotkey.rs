@@ -111,5 +111,10 @@ pub fn rebind(app: &AppHandle, shortcut: &str, mode: HotkeyMode) -> Result<(), S
         s.hotkey_error = None;
         s.hotkey_mode = mode;
     });
+    let data_dir = &app.state::<crate::config::AppConfig>().data_dir;
+    crate::settings::Settings::update(data_dir, |s| {
+        s.hotkey = Some(shortcut.to_owned());
+        s.hotkey_mode = Some(mode);
+    });
     Ok(())
 }

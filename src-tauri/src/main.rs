@@ -7,6 +7,7 @@ mod config;
 mod hotkey;
 mod radio;
 mod session;
+mod settings;
 mod shutdown;
 mod status;
 mod tray;
@@ -77,6 +78,9 @@ fn main() -> anyhow::Result<()> {
         })
         .setup(move |app| {
             tray::create(app.handle())?;
+            let cues = config.cues;
+            app.state::<status::SharedStatus>()
+                .update(app.handle(), |s| s.cues = cues);
             hotkey::register(app.handle(), &config.hotkey, config.hotkey_mode);
             commands::show_autostart(app.handle());
             shutdown::exit_on_signals(app.handle().clone());

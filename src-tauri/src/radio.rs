@@ -68,9 +68,13 @@ impl Radio {
     ) {
         *self.release_tail.lock().unwrap_or_else(|p| p.into_inner()) = release_tail;
         let (tx, mut rx) = mpsc::unbounded_channel();
+        let cues = app.state::<SharedStatus>().get().cues;
         let player = match Player::start(
             Box::new(DeviceSink::new(None)),
-            PlayerConfig::default(),
+            PlayerConfig {
+                cues,
+                ..PlayerConfig::default()
+            },
             store,
             move |event| {
                 let _ = tx.send(event);
@@ -126,6 +130,8 @@ impl Radio {
     /// Chooses the group the hotkey talks into.
     pub fn set_talk_room(&self, app: &AppHandle, room: &str) {
         lock(&self.inner).talk_room = Some(room.to_owned());
+        let data_dir = &app.state::<crate::config::AppConfig>().data_dir;
+        crate::settings::Settings::update(data_dir, |s| s.talk_room = Some(room.to_owned()));
         tracing::info!(room, "talk room selected");
         app.state::<SharedStatus>()
             .update(app, |s| s.talk_room = Some(room.to_owned()));

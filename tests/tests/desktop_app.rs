@@ -12,30 +12,13 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context, Result};
-use walkie_tests::{desktop::ChildGuard, desktop::Desktop, init_tracing, Synapse};
+use walkie_tests::{
+    desktop::ChildGuard, desktop::Desktop, init_tracing, webdriver::app_binary, Synapse,
+};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 const STAY_UP: Duration = Duration::from_secs(5);
 const EXIT_WITHIN: Duration = Duration::from_secs(2);
-
-/// The app binary: `WALKIE_APP_BIN`, else next to this test's target dir.
-fn app_binary() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("WALKIE_APP_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test exe has no target dir")?;
-    let bin = profile_dir.join("walkie-app");
-    ensure!(
-        bin.exists(),
-        "{} is missing: build it first with `cargo build -p walkie-app` (scripts/test.sh does)",
-        bin.display()
-    );
-    Ok(bin)
-}
 
 /// Waits for the child to exit, up to `limit`; `None` if it is still running.
 fn wait_exit(

@@ -38,23 +38,13 @@ fn wait_log(rx: &mpsc::Receiver<String>, needles: &[&str], limit: Duration) -> R
     }
 }
 
-/// Starts the app signed in as `user`, its log lines on the channel.
+/// Starts the app signed in as alice, its log lines on the channel.
 fn start_app(
     desktop: &Desktop,
-    audio: &PulseAudio,
-    hs: &Synapse,
-    app_data: &std::path::Path,
-    user: &walkie_tests::Registered,
+    env: Vec<(String, String)>,
 ) -> Result<(ChildGuard, mpsc::Receiver<String>)> {
     let mut cmd = desktop.command(app_binary()?);
-    cmd.envs(audio.env())
-        .env("WALKIE_HOMESERVER", hs.url())
-        .env("WALKIE_USER", &user.user_id)
-        .env("WALKIE_PASSWORD", &user.password)
-        .env("WALKIE_DATA_DIR", app_data)
-        .env("RUST_LOG", "info,matrix_sdk=warn,matrix_sdk_crypto=warn")
-        .env("NO_AT_BRIDGE", "1")
-        .env("NO_COLOR", "1")
+    cmd.envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -84,24 +74,15 @@ async fn holding_the_hotkey_talks_and_releasing_posts_the_voice_message() -> Res
     let audio = PulseAudio::start()?;
     let desktop = Desktop::start()?;
     let root = tempfile::tempdir()?;
-    let app_data = root.path().join("app");
-    let alice_r = hs.register("alice").await?;
-    let bob_r = hs.register("bob").await?;
-    // The CLI signs in in the app's account directory: the app then reuses
-    // that device (and its consent) when it signs in.
-    let alice = Cli {
-        dir: app_account_dir(&app_data, &hs.url(), &alice_r.user_id),
-    };
-    let bob = Cli::new(root.path(), "bob");
-    login(&hs, &alice, &alice_r)?;
-    login(&hs, &bob, &bob_r)?;
-    let room = group(&alice, &[(&bob, &bob_r.user_id)], &[])?;
-    alice.ok(&["consent", &room, "--for", "1h"])?;
-    bob.ok(&["consent", &room, "--for", "1h"])?;
+    // alice's CLI signs in in the app's account directory: the app then
+    // reuses that device (and its consent) when it signs in.
+    let people = app_people(&hs, root.path()).await?;
+    let (alice_r, bob) = (&people.alice_r, &people.bob);
+    let room = people.group("Walkie test")?;
     let speech = root.path().join("speech.wav");
     speech_wav(&speech, 4.0)?;
 
-    let (app, log) = start_app(&desktop, &audio, &hs, &app_data, &alice_r)?;
+    let (app, log) = start_app(&desktop, people.app_env(&hs, &audio))?;
     wait_log(
         &log,
         &["push-to-talk shortcut registered"],
@@ -154,7 +135,7 @@ async fn holding_the_hotkey_talks_and_releasing_posts_the_voice_message() -> Res
     // The release posted the talk as a voice message.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let voice = voice_messages(&hs, &bob, &room).await?;
+        let voice = voice_messages(&hs, bob, &room).await?;
         if let Some((content, _)) = voice.first() {
             assert_eq!(voice.len(), 1);
             assert_eq!(
@@ -180,30 +161,14 @@ async fn the_tray_menu_chooses_where_the_hotkey_talks() -> Result<()> {
     let audio = PulseAudio::start()?;
     let desktop = Desktop::start()?;
     let root = tempfile::tempdir()?;
-    let app_data = root.path().join("app");
-    let alice_r = hs.register("alice").await?;
-    let bob_r = hs.register("bob").await?;
-    let alice = Cli {
-        dir: app_account_dir(&app_data, &hs.url(), &alice_r.user_id),
-    };
-    let bob = Cli::new(root.path(), "bob");
-    login(&hs, &alice, &alice_r)?;
-    login(&hs, &bob, &bob_r)?;
-    let mut rooms = Vec::new();
-    for name in ["Alpha team", "Bravo team"] {
-        let room = alice.ok(&["create", name, "--invite", &bob_r.user_id])?;
-        let room = room["room_id"].as_str().context("no room id")?.to_owned();
-        bob.ok(&["join", &room])?;
-        alice.ok(&["consent", &room, "--for", "1h"])?;
-        bob.ok(&["consent", &room, "--for", "1h"])?;
-        rooms.push(room);
-    }
-    let (alpha, bravo) = (&rooms[0], &rooms[1]);
-    let (app, log) = start_app(&desktop, &audio, &hs, &app_data, &alice_r)?;
+    let people = app_people(&hs, root.path()).await?;
+    let bob = &people.bob;
+    let (alpha, bravo) = (people.group("Alpha team")?, people.group("Bravo team")?);
+    let (app, log) = start_app(&desktop, people.app_env(&hs, &audio))?;
     // Groups are listed by name: Alpha first, and the talk room at start.
     wait_log(
         &log,
-        &["walkie groups", "groups=2", alpha],
+        &["walkie groups", "groups=2", &alpha],
         Duration::from_secs(90),
     )?;
 

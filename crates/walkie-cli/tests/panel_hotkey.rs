@@ -1,8 +1,9 @@
 //! Rebinding the shortcut from the panel: the user types another
 //! combination and picks "press to start / stop"; the old combination stops
 //! talking, the new one starts a talk with one press and ends it with the
-//! next (bob's CLI sees the claim and the end). A combination the system
-//! cannot grab leaves the old one in place and the panel says why.
+//! next (bob's CLI sees the claim and the end), and the choice is still
+//! there after a restart. A combination the system cannot use leaves the
+//! old one in place and the panel says why.
 #![recursion_limit = "256"]
 
 use std::time::Duration;
@@ -29,36 +30,11 @@ async fn the_panel_rebinds_the_shortcut_to_toggle_mode() -> Result<()> {
     let desktop = Desktop::start()?;
     let _secrets = SecretService::on_bus(desktop.bus_address())?;
     let root = tempfile::tempdir()?;
-    let app_data = root.path().join("app");
-    let alice_r = hs.register("alice").await?;
-    let bob_r = hs.register("bob").await?;
-    let alice = Cli {
-        dir: app_account_dir(&app_data, &hs.url(), &alice_r.user_id),
-    };
-    let bob = Cli::new(root.path(), "bob");
-    login(&hs, &alice, &alice_r)?;
-    login(&hs, &bob, &bob_r)?;
-    let room = group(&alice, &[(&bob, &bob_r.user_id)], &[])?;
-    alice.ok(&["consent", &room, "--for", "1h"])?;
-    bob.ok(&["consent", &room, "--for", "1h"])?;
-
-    let mut env: Vec<(String, String)> = audio.env();
-    env.extend(
-        [
-            ("WALKIE_HOMESERVER", hs.url()),
-            ("WALKIE_USER", alice_r.user_id.clone()),
-            ("WALKIE_PASSWORD", alice_r.password.clone()),
-            ("WALKIE_DATA_DIR", app_data.to_string_lossy().into_owned()),
-            (
-                "RUST_LOG",
-                "info,matrix_sdk=warn,matrix_sdk_crypto=warn".into(),
-            ),
-            ("NO_AT_BRIDGE", "1".into()),
-            ("NO_COLOR", "1".into()),
-        ]
-        .map(|(k, v)| (k.to_owned(), v)),
-    );
-    let app = AppDriver::start(&desktop, &app_binary()?, env).await?;
+    let people = app_people(&hs, root.path()).await?;
+    let bob = &people.bob;
+    let room = people.group("Walkie test")?;
+    let env = people.app_env(&hs, &audio);
+    let app = AppDriver::start(&desktop, &app_binary()?, env.clone()).await?;
     app.wait_for("#state", |t| t == "online", READY).await?;
     app.wait_for(&format!(".group[data-room='{room}'] .name"), |_| true, DOM)
         .await?;
@@ -122,6 +98,14 @@ async fn the_panel_rebinds_the_shortcut_to_toggle_mode() -> Result<()> {
     app.wait_for("#radio-state", |t| t == "idle", DOM).await?;
     listener.kill()?;
     listener.wait()?;
+    app.close().await?;
+
+    // The choice outlives a restart (settings.json in the data directory).
+    let app = AppDriver::start(&desktop, &app_binary()?, env).await?;
+    app.wait_for(".hint#hotkey", |t| t.contains("ctrl+alt+KeyT"), READY)
+        .await?;
+    let mode = app.find("#hotkey-mode").await?.property("value").await?;
+    assert_eq!(mode, "toggle", "mode after restart");
     app.close().await?;
     Ok(())
 }

@@ -30,37 +30,12 @@ async fn muted_talks_wait_in_the_panel_and_play_on_request() -> Result<()> {
     let desktop = Desktop::start()?;
     let _secrets = SecretService::on_bus(desktop.bus_address())?;
     let root = tempfile::tempdir()?;
-    let app_data = root.path().join("app");
-    let alice_r = hs.register("alice").await?;
-    let bob_r = hs.register("bob").await?;
-    let account_dir = app_account_dir(&app_data, &hs.url(), &alice_r.user_id);
-    let alice = Cli { dir: account_dir };
-    let bob = Cli::new(root.path(), "bob");
-    login(&hs, &alice, &alice_r)?;
-    login(&hs, &bob, &bob_r)?;
-    let room = group(&alice, &[(&bob, &bob_r.user_id)], &[])?;
-    alice.ok(&["consent", &room, "--for", "1h"])?;
-    bob.ok(&["consent", &room, "--for", "1h"])?;
+    let people = app_people(&hs, root.path()).await?;
+    let (bob, bob_r) = (&people.bob, &people.bob_r);
+    let room = people.group("Walkie test")?;
     let speech = root.path().join("speech.wav");
     speech_wav(&speech, 2.0)?;
-
-    let app_dir = app_data.to_string_lossy().into_owned();
-    let mut env: Vec<(String, String)> = audio.env();
-    env.extend(
-        [
-            ("WALKIE_HOMESERVER", hs.url()),
-            ("WALKIE_USER", alice_r.user_id.clone()),
-            ("WALKIE_PASSWORD", alice_r.password.clone()),
-            ("WALKIE_DATA_DIR", app_dir),
-            (
-                "RUST_LOG",
-                "info,matrix_sdk=warn,matrix_sdk_crypto=warn".into(),
-            ),
-            ("NO_AT_BRIDGE", "1".into()),
-            ("NO_COLOR", "1".into()),
-        ]
-        .map(|(k, v)| (k.to_owned(), v)),
-    );
+    let env = people.app_env(&hs, &audio);
     let app = AppDriver::start(&desktop, &app_binary()?, env).await?;
     app.wait_for_log("walkie-app ready", READY).await?;
     app.wait_for("#state", |t| t == "online", READY).await?;

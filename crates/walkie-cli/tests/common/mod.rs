@@ -237,3 +237,71 @@ pub fn app_account_dir(data: &Path, homeserver: &str, user: &str) -> PathBuf {
         .collect();
     data.join("accounts").join(name)
 }
+
+/// alice (whose CLI device is the desktop app's device, see
+/// [`app_account_dir`]) and bob (a CLI), both signed in.
+pub struct AppPeople {
+    pub alice: Cli,
+    pub alice_r: walkie_tests::Registered,
+    pub bob: Cli,
+    pub bob_r: walkie_tests::Registered,
+    /// The app's `WALKIE_DATA_DIR`.
+    pub app_data: PathBuf,
+}
+
+pub async fn app_people(hs: &Synapse, root: &Path) -> Result<AppPeople> {
+    let app_data = root.join("app");
+    let alice_r = hs.register("alice").await?;
+    let bob_r = hs.register("bob").await?;
+    let alice = Cli {
+        dir: app_account_dir(&app_data, &hs.url(), &alice_r.user_id),
+    };
+    let bob = Cli::new(root, "bob");
+    login(hs, &alice, &alice_r)?;
+    login(hs, &bob, &bob_r)?;
+    Ok(AppPeople {
+        alice,
+        alice_r,
+        bob,
+        bob_r,
+        app_data,
+    })
+}
+
+impl AppPeople {
+    /// A walkie group `name` of alice's with bob in it, both consenting 1 h.
+    pub fn group(&self, name: &str) -> Result<String> {
+        let room = self
+            .alice
+            .ok(&["create", name, "--invite", &self.bob_r.user_id])?;
+        let room = room["room_id"].as_str().context("no room id")?.to_owned();
+        self.bob.ok(&["join", &room])?;
+        self.alice.ok(&["consent", &room, "--for", "1h"])?;
+        self.bob.ok(&["consent", &room, "--for", "1h"])?;
+        Ok(room)
+    }
+
+    /// The environment that starts the app signed in as alice, with `audio`.
+    pub fn app_env(&self, hs: &Synapse, audio: &walkie_tests::PulseAudio) -> Vec<(String, String)> {
+        let mut env = audio.env();
+        env.extend(
+            [
+                ("WALKIE_HOMESERVER", hs.url()),
+                ("WALKIE_USER", self.alice_r.user_id.clone()),
+                ("WALKIE_PASSWORD", self.alice_r.password.clone()),
+                (
+                    "WALKIE_DATA_DIR",
+                    self.app_data.to_string_lossy().into_owned(),
+                ),
+                (
+                    "RUST_LOG",
+                    "info,matrix_sdk=warn,matrix_sdk_crypto=warn".into(),
+                ),
+                ("NO_AT_BRIDGE", "1".into()),
+                ("NO_COLOR", "1".into()),
+            ]
+            .map(|(k, v)| (k.to_owned(), v)),
+        );
+        env
+    }
+}

@@ -1,0 +1,78 @@
+//! The user's choices that outlive a restart: the push-to-talk shortcut and
+//! its mode, which cues sound, and the group the hotkey talks into. Kept as
+//! `settings.json` in the data directory (nothing secret: the session is in
+//! the keyring). Environment variables, when set, win over the file (the
+//! run script and tests set them). A missing or unreadable file gives the
+//! defaults, with a log line; a write goes to a temporary file first.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use walkie_audio::cues::CueSettings;
+
+use crate::hotkey::HotkeyMode;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Settings {
+    pub hotkey: Option<String>,
+    pub hotkey_mode: Option<HotkeyMode>,
+    pub cues: Option<CueSettings>,
+    pub talk_room: Option<String>,
+}
+
+fn path(data_dir: &Path) -> PathBuf {
+    data_dir.join("settings.json")
+}
+
+impl Settings {
+    pub fn load(data_dir: &Path) -> Self {
+        match std::fs::read(path(data_dir)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "settings.json is unreadable; using the defaults");
+                Self::default()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::default(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read settings.json; using the defaults");
+                Self::default()
+            }
+        }
+    }
+
+    /// Applies `change` to the saved settings and writes them.
+    pub fn update(data_dir: &Path, change: impl FnOnce(&mut Settings)) {
+        let mut settings = Self::load(data_dir);
+        change(&mut settings);
+        if let Err(e) = settings.save(data_dir) {
+            tracing::warn!(error = %e, "settings not saved");
+        }
+    }
+
+    fn save(&self, data_dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(data_dir)?;
+        let tmp = data_dir.join("settings.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(tmp, path(data_dir))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_bad_files_give_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Settings::load(dir.path()), Settings::default());
+        Settings::update(dir.path(), |s| {
+            s.hotkey = Some("ctrl+alt+KeyT".into());
+            s.hotkey_mode = Some(HotkeyMode::Toggle);
+        });
+        let loaded = Settings::load(dir.path());
+        assert_eq!(loaded.hotkey.as_deref(), Some("ctrl+alt+KeyT"));
+        assert_eq!(loaded.hotkey_mode, Some(HotkeyMode::Toggle));
+        std::fs::write(dir.path().join("settings.json"), b"{not json").unwrap();
+        assert_eq!(Settings::load(dir.path()), Settings::default());
+    }
+}
