@@ -21,6 +21,10 @@ fn main() {
             "set_cues",
             "set_hotkey",
             "set_autostart",
+            "audio_devices",
+            "set_audio_devices",
+            "mic_test_start",
+            "mic_test_stop",
         ]),
     ))
     .expect("tauri build script failed");

@@ -88,6 +88,29 @@ function groupName(roomId) {
   return g ? g.name : roomId;
 }
 
+function fillSelect(select, names, chosen) {
+  const options = [["", "System default"], ...names.map((n) => [n, n])];
+  select.replaceChildren(
+    ...options.map(([value, label]) => {
+      const o = document.createElement("option");
+      o.value = value;
+      o.textContent = label;
+      return o;
+    }),
+  );
+  select.value = chosen || "";
+}
+
+async function refreshDevices() {
+  try {
+    const d = await invoke("audio_devices");
+    fillSelect($("input-device"), [...new Set(d.inputs)], d.input);
+    fillSelect($("output-device"), [...new Set(d.outputs)], d.output);
+  } catch (e) {
+    showError(String(e));
+  }
+}
+
 async function refreshUnplayed() {
   let talks = [];
   try {
@@ -246,6 +269,42 @@ window.addEventListener("DOMContentLoaded", async () => {
       error.textContent = String(e);
     }
   });
+  const saveDevices = () =>
+    call("set_audio_devices", {
+      input: $("input-device").value || null,
+      output: $("output-device").value || null,
+    });
+  $("input-device").addEventListener("change", saveDevices);
+  $("output-device").addEventListener("change", saveDevices);
+  $("mic-test").addEventListener("click", async () => {
+    const button = $("mic-test");
+    if (button.dataset.running) {
+      await call("mic_test_stop");
+    } else {
+      button.dataset.running = "1";
+      button.textContent = "Stop test";
+      try {
+        await call("mic_test_start");
+      } catch (e) {
+        delete button.dataset.running;
+        button.textContent = "Test microphone";
+      }
+    }
+  });
+  await listen("mic-level", (event) => {
+    const l = event.payload;
+    $("mic-level").value = Math.max(-60, l.rms_dbfs);
+    $("mic-level-text").textContent = `${l.rms_dbfs.toFixed(0)} dBFS`;
+    $("mic-level-text").dataset.rms = l.rms_dbfs;
+  });
+  await listen("mic-test-ended", () => {
+    const button = $("mic-test");
+    delete button.dataset.running;
+    button.textContent = "Test microphone";
+    $("mic-level").value = -60;
+  });
+  await listen("mic-test-error", (event) => showError(`Microphone: ${event.payload}`));
+  refreshDevices();
   $("autostart").addEventListener("change", () =>
     call("set_autostart", { enabled: $("autostart").checked }),
   );

@@ -305,3 +305,56 @@ pub fn show_autostart(app: &AppHandle) {
         Err(e) => tracing::warn!(error = %e, "cannot read the autostart setting"),
     }
 }
+
+/// The audio devices to choose from, and the chosen ones.
+#[derive(Serialize)]
+pub struct DevicesView {
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+    input: Option<String>,
+    output: Option<String>,
+}
+
+#[tauri::command]
+pub fn audio_devices(app: AppHandle) -> DevicesView {
+    let saved = crate::settings::Settings::load(&app.state::<AppConfig>().data_dir);
+    DevicesView {
+        inputs: walkie_audio::capture::input_device_names().unwrap_or_default(),
+        outputs: walkie_audio::output::output_device_names().unwrap_or_default(),
+        input: saved.input_device,
+        output: saved.output_device,
+    }
+}
+
+/// Chooses the microphone and the speakers (`None`: the system's default).
+/// The microphone applies from the next talk; the speakers from the next
+/// sign-in or start.
+#[tauri::command]
+pub fn set_audio_devices(
+    app: AppHandle,
+    radio: State<'_, Radio>,
+    input: Option<String>,
+    output: Option<String>,
+) {
+    let data_dir = &app.state::<AppConfig>().data_dir;
+    crate::settings::Settings::update(data_dir, |s| {
+        s.input_device = input.clone();
+        s.output_device = output.clone();
+    });
+    radio.set_input_device(input);
+}
+
+/// Starts (or restarts) the microphone test with the chosen input.
+#[tauri::command]
+pub fn mic_test_start(
+    app: AppHandle,
+    test: State<'_, crate::mic_test::MicTest>,
+) -> Result<(), String> {
+    let device = crate::settings::Settings::load(&app.state::<AppConfig>().data_dir).input_device;
+    test.start(&app, device)
+}
+
+#[tauri::command]
+pub fn mic_test_stop(test: State<'_, crate::mic_test::MicTest>) {
+    test.stop();
+}

@@ -5,6 +5,7 @@
 mod commands;
 mod config;
 mod hotkey;
+mod mic_test;
 mod radio;
 mod session;
 mod settings;
@@ -40,6 +41,7 @@ fn main() -> anyhow::Result<()> {
         .manage(status::SharedStatus::default())
         .manage(radio::Radio::default())
         .manage(session::Running::default())
+        .manage(mic_test::MicTest::default())
         .manage(config.clone())
         .invoke_handler(tauri::generate_handler![
             status::status,
@@ -60,6 +62,10 @@ fn main() -> anyhow::Result<()> {
             commands::set_cues,
             commands::set_hotkey,
             commands::set_autostart,
+            commands::audio_devices,
+            commands::set_audio_devices,
+            commands::mic_test_start,
+            commands::mic_test_stop,
         ])
         .on_page_load(|webview, payload| {
             if payload.event() == PageLoadEvent::Finished {

@@ -39,6 +39,8 @@ struct Inner {
     /// Start time of each remote talk being received, per session.
     start_ts: std::collections::HashMap<String, u64>,
     muted: bool,
+    /// The microphone (`None`: the system's default).
+    input_device: Option<String>,
     /// Bumped by every do-not-disturb change, so an old timer does not
     /// end a newer one.
     dnd_generation: u64,
@@ -69,8 +71,11 @@ impl Radio {
         *self.release_tail.lock().unwrap_or_else(|p| p.into_inner()) = release_tail;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let cues = app.state::<SharedStatus>().get().cues;
+        let saved =
+            crate::settings::Settings::load(&app.state::<crate::config::AppConfig>().data_dir);
+        lock(&self.inner).input_device = saved.input_device;
         let player = match Player::start(
-            Box::new(DeviceSink::new(None)),
+            Box::new(DeviceSink::new(saved.output_device)),
             PlayerConfig {
                 cues,
                 ..PlayerConfig::default()
@@ -199,6 +204,11 @@ impl Radio {
         }
     }
 
+    /// Chooses the microphone for the next talks.
+    pub fn set_input_device(&self, device: Option<String>) {
+        lock(&self.inner).input_device = device;
+    }
+
     /// A talk is in progress (pressed and not yet released).
     pub fn talking(&self) -> bool {
         lock(&self.inner).active.is_some()
@@ -321,7 +331,9 @@ impl Radio {
 
     /// The hotkey (or the panel's talk button) went down.
     pub fn press(&self, app: &AppHandle) {
-        let (engine, player, room) = {
+        // A microphone test must not hold the device a talk needs.
+        app.state::<crate::mic_test::MicTest>().stop();
+        let (engine, player, room, input_device) = {
             let inner = lock(&self.inner);
             if inner.active.is_some() {
                 return; // auto-repeat or a second press while talking
@@ -330,6 +342,7 @@ impl Radio {
                 inner.engine.clone(),
                 inner.player.clone(),
                 inner.talk_room.clone(),
+                inner.input_device.clone(),
             )
         };
         let status = app.state::<SharedStatus>();
@@ -350,7 +363,7 @@ impl Radio {
             let outcome = live_talk::run(
                 &engine,
                 &room,
-                &Input::Mic(None),
+                &Input::Mic(input_device),
                 &TalkOptions::default(),
                 player.as_deref(),
                 release,

@@ -1,5 +1,6 @@
 //! The user's choices that outlive a restart: the push-to-talk shortcut and
-//! its mode, which cues sound, and the group the hotkey talks into. Kept as
+//! its mode, which cues sound, the group the hotkey talks into, and the
+//! microphone and speakers. Kept as
 //! `settings.json` in the data directory (nothing secret: the session is in
 //! the keyring). Environment variables, when set, win over the file (the
 //! run script and tests set them). A missing or unreadable file gives the
@@ -19,6 +20,9 @@ pub struct Settings {
     pub hotkey_mode: Option<HotkeyMode>,
     pub cues: Option<CueSettings>,
     pub talk_room: Option<String>,
+    /// Capture and output device names (`None`: the system's default).
+    pub input_device: Option<String>,
+    pub output_device: Option<String>,
 }
 
 fn path(data_dir: &Path) -> PathBuf {
