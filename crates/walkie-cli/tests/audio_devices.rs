@@ -24,8 +24,13 @@ fn f32_to_i16(v: &[f32]) -> Vec<i16> {
     v.iter().map(|&s| (s * 32767.0) as i16).collect()
 }
 
+/// The device tests share the machine's two cores with real-time audio:
+/// run them one at a time so neither starves the other's audio threads.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mic_to_speaker_through_synapse_and_nothing_left_open() -> Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let hs = Synapse::start().await?;
     let alice_audio = PulseAudio::start()?;
     let bob_audio = PulseAudio::start()?;
@@ -143,9 +148,10 @@ async fn mic_to_speaker_through_synapse_and_nothing_left_open() -> Result<()> {
          per 0.5 s window (median {median:.3}): {windows:.2?}",
         heard.len() as f64 / 48_000.0
     );
-    let good = windows.iter().filter(|&&w| w >= 0.8).count();
+    // Most windows match closely; none is garbled (a window straddling a
+    // jitter-buffer adaptation scores ~0.6: half of it is 20 ms off).
     assert!(
-        median >= 0.9 && good * 4 >= windows.len() * 3,
+        median >= 0.9 && sorted.first().is_some_and(|&w| w >= 0.5),
         "bob's speaker does not match the speech: windows {windows:.2?}"
     );
 
@@ -206,6 +212,7 @@ fn find_sound(sound: &[i16], recording: &[i16]) -> f64 {
 /// sees the talk end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_device_vanishing_mid_talk_ends_the_talk_cleanly() -> Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let hs = Synapse::start().await?;
     let mut alice_audio = PulseAudio::start()?;
     let root = tempfile::tempdir()?;
