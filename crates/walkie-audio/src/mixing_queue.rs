@@ -1124,7 +1124,19 @@ impl MixingQueue {
             return;
         };
         if let Some(Mode::Live { jb, started: true }) = &talk.mode {
-            self.remember_hint(&talk.meta.sender, jb.stats().target_delay_ms);
+            let stats = jb.stats();
+            tracing::info!(
+                %session,
+                played = stats.played,
+                concealed = stats.concealed,
+                stretched = stats.stretched,
+                shrunk = stats.shrink_dropped,
+                late = stats.late_dropped,
+                target_ms = stats.target_delay_ms,
+                mean_added_ms = stats.mean_added_delay_ms(),
+                "live talk played"
+            );
+            self.remember_hint(&talk.meta.sender, stats.target_delay_ms);
         }
         self.emit(if skipped {
             QueueEvent::Skipped { session }

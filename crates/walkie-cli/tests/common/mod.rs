@@ -31,7 +31,7 @@ impl Cli {
         let mut cmd = Command::new(WALKIE);
         cmd.arg("--data-dir")
             .arg(&self.dir)
-            .env("RUST_LOG", "warn,walkie_core=info");
+            .env("RUST_LOG", "warn,walkie_core=info,walkie_audio=info");
         cmd
     }
 
