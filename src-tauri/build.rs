@@ -25,6 +25,7 @@ fn main() {
             "set_audio_devices",
             "mic_test_start",
             "mic_test_stop",
+            "set_dnd",
         ]),
     ))
     .expect("tauri build script failed");

@@ -73,6 +73,7 @@ function render(s) {
   radio.textContent = s.radio.replace("-", " ");
   $("talker").textContent = s.talker && ["receiving", "busy"].includes(s.radio) ? s.talker : "";
   $("mute").checked = s.muted;
+  $("dnd").value = !s.dnd ? "off" : s.dnd_until ? "60" : "until";
   $("hotkey").textContent = s.hotkey
     ? `Or hold ${s.hotkey} anywhere.`
     : s.hotkey_error || "";
@@ -258,6 +259,10 @@ window.addEventListener("DOMContentLoaded", async () => {
   });
   $("sign-out").addEventListener("click", () => call("sign_out"));
   $("mute").addEventListener("change", () => call("set_muted", { muted: $("mute").checked }));
+  $("dnd").addEventListener("change", () => {
+    const v = $("dnd").value;
+    call("set_dnd", { minutes: v === "off" ? 0 : v === "until" ? null : Number(v) });
+  });
   $("hotkey-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const error = $("hotkey-error");

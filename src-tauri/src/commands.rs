@@ -358,3 +358,12 @@ pub fn mic_test_start(
 pub fn mic_test_stop(test: State<'_, crate::mic_test::MicTest>) {
     test.stop();
 }
+
+/// Do not disturb for `minutes`, until turned off (`None`), or off (`0`).
+#[tauri::command]
+pub fn set_dnd(app: AppHandle, radio: State<'_, Radio>, minutes: Option<u64>) {
+    radio.set_dnd(
+        &app,
+        minutes.map(|m| std::time::Duration::from_secs(m.saturating_mul(60))),
+    );
+}

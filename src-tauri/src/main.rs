@@ -5,6 +5,7 @@
 mod commands;
 mod config;
 mod hotkey;
+mod logging;
 mod mic_test;
 mod radio;
 mod session;
@@ -16,14 +17,10 @@ mod tray;
 use tauri::{webview::PageLoadEvent, Manager, WindowEvent};
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,matrix_sdk=warn,matrix_sdk_crypto=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let config = config::AppConfig::from_env()?;
+    // Logs go to stderr and to a daily file in the data directory (the
+    // place to look when something went wrong; kept 7 days).
+    let _log_guard = logging::init(&config.data_dir);
     tracing::info!(data_dir = %config.data_dir.display(), "starting walkie-app");
 
     tauri::Builder::default()
@@ -33,6 +30,7 @@ fn main() -> anyhow::Result<()> {
             tray::on_menu(app, "open");
         }))
         .plugin(tauri_plugin_global_shortcut::Builder::new().build())
+        .plugin(tauri_plugin_notification::init())
         .plugin(
             tauri_plugin_autostart::Builder::new()
                 .app_name("walkie")
@@ -66,6 +64,7 @@ fn main() -> anyhow::Result<()> {
             commands::set_audio_devices,
             commands::mic_test_start,
             commands::mic_test_stop,
+            commands::set_dnd,
         ])
         .on_page_load(|webview, payload| {
             if payload.event() == PageLoadEvent::Finished {

@@ -38,6 +38,8 @@ struct Inner {
     active: Option<ActiveTalk>,
     /// Start time of each remote talk being received, per session.
     start_ts: std::collections::HashMap<String, u64>,
+    /// Who talks in each session heard (for notifications).
+    talkers: std::collections::HashMap<String, String>,
     muted: bool,
     /// The microphone (`None`: the system's default).
     input_device: Option<String>,
@@ -98,8 +100,12 @@ impl Radio {
             inner.talk_room = preferred_room;
         }
         let app = app.clone();
+        let radio = self.clone();
         tauri::async_runtime::spawn(async move {
             while let Some(event) = rx.recv().await {
+                if let PlayerEvent::Queue(QueueEvent::Held { session, group }) = &event {
+                    radio.notify_missed(&app, session, group);
+                }
                 if let PlayerEvent::Queue(queue_event) = &event {
                     let finished = matches!(queue_event, QueueEvent::Finished { .. });
                     app.state::<SharedStatus>().update(&app, |s| {
@@ -209,6 +215,38 @@ impl Radio {
         lock(&self.inner).input_device = device;
     }
 
+    /// A talk was held (not played) while do not disturb is on: a desktop
+    /// notification says who talked where, once per talk.
+    fn notify_missed(&self, app: &AppHandle, session: &str, group: &str) {
+        let status = app.state::<SharedStatus>().get();
+        if !status.dnd {
+            return;
+        }
+        let sender = lock(&self.inner)
+            .talkers
+            .get(session)
+            .cloned()
+            .unwrap_or_else(|| "Someone".to_owned());
+        let room = status
+            .groups
+            .iter()
+            .find(|g| g.room_id == group)
+            .map_or(group, |g| g.name.as_str());
+        use tauri_plugin_notification::NotificationExt;
+        let shown = app
+            .notification()
+            .builder()
+            .title("Missed talk")
+            .body(format!(
+                "{sender} in {room} — waiting in Walkie's unplayed talks"
+            ))
+            .show();
+        match shown {
+            Ok(()) => tracing::info!(%session, %sender, "missed-talk notification sent"),
+            Err(e) => tracing::warn!(error = %e, "missed-talk notification not shown"),
+        }
+    }
+
     /// A talk is in progress (pressed and not yet released).
     pub fn talking(&self) -> bool {
         lock(&self.inner).active.is_some()
@@ -286,9 +324,15 @@ impl Radio {
                 start_ts,
                 ..
             } => {
-                lock(&self.inner)
-                    .start_ts
-                    .insert(session_id.clone(), start_ts);
+                {
+                    let mut inner = lock(&self.inner);
+                    inner.start_ts.insert(session_id.clone(), start_ts);
+                    // Bounded: who talked is only needed for notifications.
+                    if inner.talkers.len() > 1024 {
+                        inner.talkers.clear();
+                    }
+                    inner.talkers.insert(session_id.clone(), user_id.clone());
+                }
                 if let Some(player) = player {
                     player.talk_started(TalkMeta {
                         group: room_id,

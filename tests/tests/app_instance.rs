@@ -1,7 +1,7 @@
-//! Start-up behaviour of the real app: "Start Walkie when I log in" in the
-//! panel writes (and removes) the desktop session's autostart entry, and a
-//! second start of the app does not run a second Walkie: it exits and the
-//! running one shows its panel.
+//! Start-up behaviour of the real app: it logs to a daily file in its data
+//! directory; "Start Walkie when I log in" in the panel writes (and removes)
+//! the desktop session's autostart entry; and a second start of the app does
+//! not run a second Walkie: it exits and the running one shows its panel.
 #![recursion_limit = "256"]
 
 use std::{
@@ -55,6 +55,26 @@ async fn autostart_toggle_and_a_single_instance() -> Result<()> {
     ];
     let app = AppDriver::start(&desktop, &app_binary()?, env.clone()).await?;
     app.wait_for("#state", |t| t == "online", READY).await?;
+
+    // The log also goes to a daily file in the data directory.
+    let logs = data.join("logs");
+    let deadline = Instant::now() + DOM;
+    loop {
+        let text: String = std::fs::read_dir(&logs)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .collect();
+        if text.contains("walkie-app ready") {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no log file with the ready line in {}",
+            logs.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let entry = home.path().join(".config/autostart/walkie.desktop");
     let wait_file = |exists: bool| {

@@ -1,6 +1,7 @@
-//! Unplayed talks in the panel: with all groups muted from the panel, a talk
-//! from bob (the CLI) is held by the mixing queue, listed under "Unplayed
-//! talks" with Play and Skip; Play plays it to the speakers (the app's
+//! Unplayed talks in the panel: with do not disturb on (from the panel), a
+//! talk from bob (the CLI) is held by the mixing queue, announced by a
+//! desktop notification (seen on the session bus) naming bob, and listed
+//! under "Unplayed talks" with Play and Skip; Play plays it to the speakers (the app's
 //! private PulseAudio sink hears it) and the list empties. Screenshot of the
 //! view to `$WALKIE_SCREENSHOT_DIR` when set.
 #![recursion_limit = "256"]
@@ -41,8 +42,35 @@ async fn muted_talks_wait_in_the_panel_and_play_on_request() -> Result<()> {
     app.wait_for("#state", |t| t == "online", READY).await?;
     app.wait_for(&format!(".group[data-room='{room}'] .name"), |_| true, DOM)
         .await?;
-    app.find("#mute").await?.click().await?;
+    // Do not disturb until turned off, from the panel.
+    app.execute(
+        "const d = document.getElementById('dnd'); d.value = 'until'; \
+         d.dispatchEvent(new Event('change'));",
+        vec![],
+    )
+    .await?;
     app.wait_for("#radio-state", |t| t == "muted", DOM).await?;
+    // Watch the session bus for the desktop notification of a missed talk.
+    let mut monitor = desktop
+        .command("stdbuf")
+        .args(["-oL", "dbus-monitor", "--session"])
+        .arg("interface='org.freedesktop.Notifications',member='Notify'")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let monitor_out = monitor.stdout.take().context("dbus-monitor stdout")?;
+    let (notified_tx, notified) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(monitor_out)
+            .lines()
+            .map_while(|l| l.ok())
+        {
+            if notified_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
 
     let summary = bob.ok(&["talk", &room, "--wav", speech.to_str().unwrap_or_default()])?;
     let session = summary["session_id"]
@@ -53,6 +81,27 @@ async fn muted_talks_wait_in_the_panel_and_play_on_request() -> Result<()> {
     // The list is redrawn on every status change: read what matched.
     app.wait_for(&item, |t| t.contains(&bob_r.user_id), DOM)
         .await?;
+    // The missed talk was announced on the desktop, naming bob.
+    let deadline = std::time::Instant::now() + DOM;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match notified.recv_timeout(left) {
+            Ok(line) if line.contains("Missed talk") => break,
+            Ok(line) => seen.push(line),
+            Err(_) => anyhow::bail!("no Missed talk notification on the bus: {seen:?}"),
+        }
+    }
+    let body = notified
+        .recv_timeout(Duration::from_secs(2))
+        .unwrap_or_default();
+    eprintln!("notification body: {body}");
+    ensure!(
+        body.contains(&bob_r.user_id),
+        "notification does not name bob: {body}"
+    );
+    monitor.kill()?;
+    monitor.wait()?;
     if let Some(dir) = std::env::var_os("WALKIE_SCREENSHOT_DIR") {
         app.screenshot(&std::path::Path::new(&dir).join("panel-unplayed.png"))
             .await?;
