@@ -79,7 +79,14 @@ fi
 
 say "starting Walkie as $USER_NAME on $HOMESERVER (Ctrl-C stops it)"
 if [[ -z ${DBUS_SESSION_BUS_ADDRESS:-} ]]; then
-  APP=(dbus-run-session -- "$CARGO_TARGET_DIR/debug/walkie-app")
+  # No desktop session: a private session bus with its own Secret Service
+  # (gnome-keyring, its keyring files under $WALKIE_DATA/demo-keyring, not in
+  # your home's login keyring), so the app can keep its session and keys.
+  mkdir -p "$WALKIE_DATA/demo-keyring"
+  say "no session bus: starting one with a demo keyring in $WALKIE_DATA/demo-keyring"
+  APP=(dbus-run-session -- bash -c '
+    eval "$(printf %s walkie-demo | XDG_DATA_HOME="$0" gnome-keyring-daemon --unlock --components=secrets)" >/dev/null
+    exec "$1"' "$WALKIE_DATA/demo-keyring" "$CARGO_TARGET_DIR/debug/walkie-app")
 else
   APP=("$CARGO_TARGET_DIR/debug/walkie-app")
 fi
