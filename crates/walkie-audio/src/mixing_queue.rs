@@ -831,6 +831,12 @@ impl MixingQueue {
         talks.into_iter().map(|t| t.summary(false)).collect()
     }
 
+    /// Whether anything plays now or will play by itself (a current talk or
+    /// a queued one; held talks wait for the user). Cheap: no allocation.
+    pub fn has_work(&self) -> bool {
+        self.current.is_some() || self.talks.values().any(|t| t.state == State::Queued)
+    }
+
     /// The current talk (playing or paused), if any.
     pub fn current(&self) -> Option<TalkSummary> {
         let session = self.current.as_ref()?;

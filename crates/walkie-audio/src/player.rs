@@ -28,7 +28,7 @@ use crate::{
     jitter::Playout,
     mixing_queue::{
         GroupSettings, MixingQueue, PersistAction, QueueError, QueueEvent, QueueLimits, TalkMeta,
-        TalkState, TalkSummary, Tick,
+        TalkSummary, Tick,
     },
     queue_store::QueueStore,
 };
@@ -386,12 +386,7 @@ impl PlayerThread {
             || self.stashed.is_some()
             || !self.tail.is_empty()
             || self.cue_pos < self.cue.len()
-            || self.queue.current().is_some()
-            || self
-                .queue
-                .unplayed()
-                .iter()
-                .any(|t| t.state == TalkState::Queued)
+            || self.queue.has_work()
     }
 
     /// Applies one command; false to stop.
@@ -686,8 +681,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_talk_plays_in_full_then_its_end_cue() {
+    /// A player on a memory sink, its events, one second of encoded speech
+    /// and the talk (session "s1") announced.
+    fn player_with_speech() -> (
+        Player,
+        MemorySink,
+        mpsc::Receiver<PlayerEvent>,
+        Vec<i16>,
+        Vec<Vec<u8>>,
+    ) {
         let sink = MemorySink::default();
         let (tx, rx) = mpsc::channel();
         let player = Player::start(
@@ -710,6 +712,12 @@ mod tests {
             sender: "@a:x".into(),
             start_ts_ms: 1_000,
         });
+        (player, sink, rx, speech, packets)
+    }
+
+    #[test]
+    fn a_talk_plays_in_full_then_its_end_cue() {
+        let (player, sink, rx, speech, packets) = player_with_speech();
         // Two frames per message, in real time.
         for (i, pair) in packets.chunks(2).enumerate() {
             player.frames(
@@ -756,32 +764,11 @@ mod tests {
 
     #[test]
     fn malformed_opus_packets_are_concealed_not_fatal() {
-        let sink = MemorySink::default();
-        let (tx, rx) = mpsc::channel();
-        let player = Player::start(
-            Box::new(sink.clone()),
-            PlayerConfig::default(),
-            None,
-            move |e| {
-                let _ = tx.send(e);
-            },
-        )
-        .unwrap();
-        let speech = speech_like(1.0);
-        let mut encoder = OpusEncoder::new().unwrap();
-        let mut packets: Vec<Vec<u8>> = wav::frames(&speech)
-            .map(|f| encoder.encode(&f).unwrap())
-            .collect();
+        let (player, sink, rx, speech, mut packets) = player_with_speech();
         // Every 10th packet is garbage: a code-3 header claiming 63 frames.
         for p in packets.iter_mut().step_by(10) {
             *p = vec![0xFF, 0xFF, 0xFF, 0xFF];
         }
-        player.talk_started(TalkMeta {
-            group: "!g:x".into(),
-            session: "s1".into(),
-            sender: "@a:x".into(),
-            start_ts_ms: 1_000,
-        });
         player.frames("!g:x", "s1", 0, 1_000, packets);
         player.talk_ended("s1");
         assert!(rx

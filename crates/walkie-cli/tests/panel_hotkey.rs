@@ -9,14 +9,6 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use walkie_tests::{
-    desktop::Desktop,
-    pulse::PulseAudio,
-    secret_service::SecretService,
-    webdriver::{app_binary, AppDriver},
-    Synapse,
-};
-
 mod common;
 use common::*;
 
@@ -25,16 +17,11 @@ const DOM: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_panel_rebinds_the_shortcut_to_toggle_mode() -> Result<()> {
-    let hs = Synapse::start().await?;
-    let audio = PulseAudio::start()?;
-    let desktop = Desktop::start()?;
-    let _secrets = SecretService::on_bus(desktop.bus_address())?;
-    let root = tempfile::tempdir()?;
-    let people = app_people(&hs, root.path()).await?;
+    let desk = app_desk().await?;
+    let (desktop, root, people) = (&desk.desktop, &desk.root, &desk.people);
     let bob = &people.bob;
     let room = people.group("Walkie test")?;
-    let env = people.app_env(&hs, &audio);
-    let app = AppDriver::start(&desktop, &app_binary()?, env.clone()).await?;
+    let app = desk.start_app().await?;
     app.wait_for("#state", |t| t == "online", READY).await?;
     app.wait_for(&format!(".group[data-room='{room}'] .name"), |_| true, DOM)
         .await?;
@@ -101,7 +88,7 @@ async fn the_panel_rebinds_the_shortcut_to_toggle_mode() -> Result<()> {
     app.close().await?;
 
     // The choice outlives a restart (settings.json in the data directory).
-    let app = AppDriver::start(&desktop, &app_binary()?, env).await?;
+    let app = desk.start_app().await?;
     app.wait_for(".hint#hotkey", |t| t.contains("ctrl+alt+KeyT"), READY)
         .await?;
     let mode = app.find("#hotkey-mode").await?.property("value").await?;

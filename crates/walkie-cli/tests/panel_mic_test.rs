@@ -8,13 +8,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use walkie_tests::{
-    desktop::Desktop,
-    pulse::{tone_wav, PulseAudio},
-    secret_service::SecretService,
-    webdriver::{app_binary, AppDriver},
-    Synapse,
-};
+use walkie_tests::pulse::tone_wav;
 
 mod common;
 use common::*;
@@ -28,13 +22,9 @@ fn db(text: &str) -> Option<f32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_level_meter_hears_the_chosen_microphone() -> Result<()> {
-    let hs = Synapse::start().await?;
-    let audio = PulseAudio::start()?;
-    let desktop = Desktop::start()?;
-    let _secrets = SecretService::on_bus(desktop.bus_address())?;
-    let root = tempfile::tempdir()?;
-    let people = app_people(&hs, root.path()).await?;
-    let app = AppDriver::start(&desktop, &app_binary()?, people.app_env(&hs, &audio)).await?;
+    let desk = app_desk().await?;
+    let (audio, root) = (&desk.audio, &desk.root);
+    let app = desk.start_app().await?;
     app.wait_for("#state", |t| t == "online", READY).await?;
     let inputs = app.find_all("#input-device option").await?;
     let outputs = app.find_all("#output-device option").await?;

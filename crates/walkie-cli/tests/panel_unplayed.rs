@@ -9,14 +9,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use walkie_tests::{
-    desktop::Desktop,
-    pulse::PulseAudio,
-    secret_service::SecretService,
-    speech_wav,
-    webdriver::{app_binary, AppDriver},
-    Synapse,
-};
+use walkie_tests::speech_wav;
 
 mod common;
 use common::*;
@@ -26,18 +19,13 @@ const DOM: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn muted_talks_wait_in_the_panel_and_play_on_request() -> Result<()> {
-    let hs = Synapse::start().await?;
-    let audio = PulseAudio::start()?;
-    let desktop = Desktop::start()?;
-    let _secrets = SecretService::on_bus(desktop.bus_address())?;
-    let root = tempfile::tempdir()?;
-    let people = app_people(&hs, root.path()).await?;
+    let desk = app_desk().await?;
+    let (audio, desktop, root, people) = (&desk.audio, &desk.desktop, &desk.root, &desk.people);
     let (bob, bob_r) = (&people.bob, &people.bob_r);
     let room = people.group("Walkie test")?;
     let speech = root.path().join("speech.wav");
     speech_wav(&speech, 2.0)?;
-    let env = people.app_env(&hs, &audio);
-    let app = AppDriver::start(&desktop, &app_binary()?, env).await?;
+    let app = desk.start_app().await?;
     app.wait_for_log("walkie-app ready", READY).await?;
     app.wait_for("#state", |t| t == "online", READY).await?;
     app.wait_for(&format!(".group[data-room='{room}'] .name"), |_| true, DOM)

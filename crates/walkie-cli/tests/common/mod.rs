@@ -305,3 +305,44 @@ impl AppPeople {
         env
     }
 }
+
+/// Everything a panel test needs around the real app: a Synapse, a private
+/// PulseAudio, the headless desktop with gnome-keyring on its bus, and
+/// alice (the app's device) and bob (a CLI) signed in.
+pub struct AppDesk {
+    pub hs: Synapse,
+    pub audio: walkie_tests::PulseAudio,
+    pub desktop: walkie_tests::desktop::Desktop,
+    _secrets: walkie_tests::secret_service::SecretService,
+    pub root: tempfile::TempDir,
+    pub people: AppPeople,
+}
+
+pub async fn app_desk() -> Result<AppDesk> {
+    let hs = Synapse::start().await?;
+    let audio = walkie_tests::PulseAudio::start()?;
+    let desktop = walkie_tests::desktop::Desktop::start()?;
+    let secrets = walkie_tests::secret_service::SecretService::on_bus(desktop.bus_address())?;
+    let root = tempfile::tempdir()?;
+    let people = app_people(&hs, root.path()).await?;
+    Ok(AppDesk {
+        hs,
+        audio,
+        desktop,
+        _secrets: secrets,
+        root,
+        people,
+    })
+}
+
+impl AppDesk {
+    /// The app signed in as alice, under WebDriver.
+    pub async fn start_app(&self) -> Result<walkie_tests::webdriver::AppDriver> {
+        walkie_tests::webdriver::AppDriver::start(
+            &self.desktop,
+            &walkie_tests::webdriver::app_binary()?,
+            self.people.app_env(&self.hs, &self.audio),
+        )
+        .await
+    }
+}
