@@ -28,6 +28,8 @@ use crate::{
 /// (rodio asks ALSA for 2048 frames, ~43 ms), so a ring shallower than a
 /// period runs dry on every callback and clicks.
 pub const AHEAD_FRAMES: usize = 1;
+/// An open device that pulls no sample for this long counts as gone.
+const STALL: Duration = Duration::from_secs(2);
 /// Device period assumed when the device does not say (~85 ms).
 const UNKNOWN_PERIOD_SAMPLES: usize = 4096;
 /// Ring capacity: room for the largest period plus the margin and a burst.
@@ -42,13 +44,22 @@ const ERROR_STORM: u64 = 1_000;
 struct Shared {
     closed: AtomicBool,
     underruns: AtomicU64,
+    /// Samples the device pulled (silence in underruns included).
     played: AtomicU64,
-    errors: AtomicU64,
     failed: AtomicBool,
 }
 
-/// Whether a device error ends the stream: a lost device or server at once,
-/// anything else (xruns, transient backend errors) only as a storm.
+/// A device error that means the device or its server is gone.
+fn is_lost(err: &cpal::Error) -> bool {
+    use cpal::ErrorKind as K;
+    matches!(
+        err.kind(),
+        K::DeviceNotAvailable | K::HostUnavailable | K::StreamInvalidated
+    )
+}
+
+/// Whether a capture error ends the stream: a lost device or server at
+/// once, anything else (xruns, transient backend errors) only as a storm.
 pub(crate) fn is_fatal(err: &cpal::Error, count: &AtomicU64) -> bool {
     use cpal::ErrorKind as K;
     match err.kind() {
@@ -80,6 +91,7 @@ impl Iterator for RingSource {
                 Some(sample)
             }
             Err(_) => {
+                self.shared.played.fetch_add(1, Ordering::Relaxed);
                 if !self.starved {
                     self.starved = true;
                     self.shared.underruns.fetch_add(1, Ordering::Relaxed);
@@ -107,6 +119,10 @@ impl Source for RingSource {
 
 struct Open {
     _device: MixerDeviceSink,
+    /// Samples the device had pulled at `pulled_at`: a device that pulls
+    /// nothing for `STALL` while audio waits is taken as gone.
+    pulled: u64,
+    pulled_at: std::time::Instant,
     tx: rtrb::Producer<f32>,
     shared: Arc<Shared>,
     /// Samples (at 48 kHz) to keep queued: one device period plus margin,
@@ -179,7 +195,7 @@ impl DeviceSink {
             open.shared.closed.store(true, Ordering::Relaxed);
             self.underruns_before += open.shared.underruns.load(Ordering::Relaxed);
             tracing::info!(
-                played_samples = open.shared.played.load(Ordering::Relaxed),
+                pulled_samples = open.shared.played.load(Ordering::Relaxed),
                 "output closed"
             );
         }
@@ -204,7 +220,11 @@ fn open_device(name: Option<&str>) -> Result<Open> {
     let on_error = {
         let shared = shared.clone();
         move |err: cpal::Error| {
-            if is_fatal(&err, &shared.errors) && !shared.failed.swap(true, Ordering::Relaxed) {
+            // Only a lost device or server ends the stream here; backend
+            // error storms (ALSA's pulse plugin reports some right after
+            // opening while it keeps playing) are judged by whether the
+            // device still pulls samples (see `frames_wanted`).
+            if is_lost(&err) && !shared.failed.swap(true, Ordering::Relaxed) {
                 tracing::warn!(%err, "output device failed");
             }
         }
@@ -249,6 +269,8 @@ fn open_device(name: Option<&str>) -> Result<Open> {
         shared,
         ahead_samples,
         underruns_seen: 0,
+        pulled: 0,
+        pulled_at: std::time::Instant::now(),
     })
 }
 
@@ -257,7 +279,16 @@ impl FrameSink for DeviceSink {
         let Some(open) = self.open.as_mut() else {
             return Ok(1);
         };
-        if open.shared.failed.load(Ordering::Relaxed) {
+        let pulled = open.shared.played.load(Ordering::Relaxed);
+        if pulled != open.pulled {
+            open.pulled = pulled;
+            open.pulled_at = std::time::Instant::now();
+        }
+        let stalled = open.pulled_at.elapsed() >= STALL;
+        if stalled {
+            tracing::warn!("output device stopped pulling audio");
+        }
+        if stalled || open.shared.failed.load(Ordering::Relaxed) {
             let name = self.device.clone().unwrap_or_else(|| "default".into());
             self.close();
             return Err(DeviceError::Lost {
