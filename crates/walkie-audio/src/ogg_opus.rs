@@ -104,10 +104,13 @@ pub fn packets_needed(input_samples: u64, pre_skip: u16) -> u64 {
 /// Writes one Ogg Opus stream (mono, 48 kHz) into `W`.
 ///
 /// The headers are written by [`Self::new`]. Each audio packet is kept back
-/// until the next one arrives (so the last one can go on the end-of-stream
-/// page); pages are ended every [`MAX_PAGE_SAMPLES`] of audio, and packets
-/// longer than a page may hold are continued across pages. After an I/O
-/// error the stream is incomplete; drop the writer.
+/// until the next one arrives (so the last one can get the trimmed end
+/// granule). A page holds up to [`MAX_PAGE_SAMPLES`] of audio and is only
+/// written once the next packet needs room, so the page carrying the last
+/// packet is always still being built at [`Self::finish`] and gets the
+/// end-of-stream flag: there is never an empty end page. Packets longer
+/// than a page may hold are continued across pages. After an I/O error the
+/// stream is incomplete; drop the writer.
 #[derive(Debug)]
 pub struct OggOpusWriter<W: Write> {
     inner: W,
@@ -211,6 +214,8 @@ impl<W: Write> OggOpusWriter<W> {
         self.finish_at(end)
     }
 
+    /// Puts the held packet with the final granule on the page being built
+    /// and writes that page as the end-of-stream page.
     fn finish_at(mut self, end_granule: u64) -> Result<W> {
         let (held, held_samples) = self.held.take().ok_or(OggOpusError::NoAudio)?;
         self.append_audio(&held, end_granule, held_samples)?;
@@ -219,15 +224,19 @@ impl<W: Write> OggOpusWriter<W> {
         Ok(self.inner)
     }
 
+    /// Puts an audio packet on the page being built, first writing that
+    /// page if it already holds [`MAX_PAGE_SAMPLES`]: a full page waits
+    /// until it is known that more audio follows, so the last one can still
+    /// be flagged end-of-stream.
     fn append_audio(&mut self, packet: &[u8], granule: u64, samples: u64) -> Result<()> {
-        self.append_packet(packet, granule, samples)?;
         if self.page_samples >= MAX_PAGE_SAMPLES {
             self.flush_page(false)?;
         }
-        Ok(())
+        self.append_packet(packet, granule, samples)
     }
 
-    /// Puts a packet on the current page, ending pages as they fill up.
+    /// Puts a packet on the current page, ending pages as they fill up; the
+    /// packet's last segment always lands on the page still being built.
     fn append_packet(&mut self, packet: &[u8], granule: u64, samples: u64) -> Result<()> {
         let segments = packet.len() / 255 + 1;
         if !self.lacing.is_empty() && self.lacing.len() + segments > MAX_SEGMENTS {
@@ -254,8 +263,13 @@ impl<W: Write> OggOpusWriter<W> {
         Ok(())
     }
 
-    /// Writes the page being built (if it holds anything, or `eos` is set).
+    /// Writes the page being built, if it holds anything. The end-of-stream
+    /// page always holds the last packet's end (see [`Self::finish_at`]).
     fn flush_page(&mut self, eos: bool) -> Result<()> {
+        debug_assert!(
+            !(eos && self.lacing.is_empty()),
+            "end-of-stream page without data"
+        );
         if self.lacing.is_empty() && !eos {
             return Ok(());
         }
@@ -532,6 +546,11 @@ pub fn read_ogg_opus(bytes: &[u8]) -> Result<OggOpusInfo> {
             return Err(malformed("granule set on a page where no packet ends"));
         }
         seen_eos = flags & FLAG_EOS != 0;
+        if seen_eos && completed == 0 {
+            return Err(malformed(
+                "end-of-stream page ends no packet, so the stream has no final granule",
+            ));
+        }
         pages.push(OggPageInfo {
             offset,
             sequence,
@@ -874,6 +893,32 @@ mod tests {
             read_ogg_opus(&[]),
             Err(OggOpusError::Malformed { .. })
         ));
+        // An empty end-of-stream page after a full last audio page leaves
+        // the stream without a final granule (the writer once did this).
+        let last = info.pages.last().unwrap();
+        let mut empty_end = bytes[..last.offset].to_vec();
+        let body_start = last.offset + PAGE_HEADER_BYTES + usize::from(bytes[last.offset + 26]);
+        let lacing = bytes[last.offset + PAGE_HEADER_BYTES..body_start].to_vec();
+        empty_end.extend(build_page(
+            0,
+            last.granule,
+            info.serial,
+            last.sequence,
+            &lacing,
+            &bytes[body_start..],
+        ));
+        empty_end.extend(build_page(
+            FLAG_EOS,
+            NO_GRANULE,
+            info.serial,
+            last.sequence + 1,
+            &[],
+            &[],
+        ));
+        assert!(matches!(
+            read_ogg_opus(&empty_end),
+            Err(OggOpusError::Malformed { reason, .. }) if reason.contains("ends no packet")
+        ));
 
         // A well-framed stream whose first packet is not OpusHead.
         let mut fake = build_page(FLAG_BOS, 0, 1, 0, &[8], b"OpusHeaX");
@@ -957,6 +1002,106 @@ mod tests {
         let a = OggOpusWriter::new(Vec::new(), 0).unwrap().serial();
         let b = OggOpusWriter::new(Vec::new(), 0).unwrap().serial();
         assert_ne!(a, b);
+    }
+
+    /// Recordings of exactly `packets` Opus packets, ending at a whole packet
+    /// or trimmed inside the last one (`trim` samples cut off its end).
+    fn recording_of_packets(packets: u64, trim: u64) -> (u64, Vec<u8>) {
+        let input = packets * FRAME_SAMPLES as u64 - PRE_SKIP - trim;
+        assert_eq!(packets_needed(input, PRE_SKIP as u16), packets);
+        let (_, bytes) = recording(input as usize);
+        (input, bytes)
+    }
+
+    /// Reads `bytes` with the `ogg` crate (not our reader) and checks the
+    /// end of stream: every packet there, the end-of-stream flag on the
+    /// page carrying the last one and nothing after it, its granule
+    /// `pre_skip + input` (RFC 7845 §4), granules never -1 on a page where
+    /// a packet ends and never going down.
+    fn check_with_ogg_crate(bytes: &[u8], audio_packets: u64, input: u64) {
+        let mut reader = ogg::PacketReader::new(std::io::Cursor::new(bytes));
+        let mut count = 0u64;
+        let mut last_granule = 0u64;
+        let mut end = None;
+        while let Some(p) = reader.read_packet().unwrap() {
+            assert!(end.is_none(), "packet {count} after the end-of-stream one");
+            let granule = p.absgp_page();
+            assert_ne!(
+                granule,
+                u64::MAX,
+                "packet {count} ends on a page with granule -1"
+            );
+            assert!(
+                granule >= last_granule,
+                "granule went down at packet {count}: {last_granule} -> {granule}"
+            );
+            last_granule = granule;
+            if p.last_in_stream() {
+                end = Some((count, granule, reader.get_mut().position()));
+            }
+            count += 1;
+        }
+        assert_eq!(count, 2 + audio_packets, "header + audio packets");
+        let (end_packet, end_granule, end_offset) =
+            end.expect("no packet carries the end-of-stream flag");
+        assert_eq!(
+            end_packet,
+            count - 1,
+            "end-of-stream flag not on the last packet"
+        );
+        assert_eq!(
+            end_offset,
+            bytes.len() as u64,
+            "a page follows the end-of-stream one"
+        );
+        assert_eq!(end_granule, PRE_SKIP + input, "final granule");
+    }
+
+    /// `opusinfo` (Debian/apt `opus-tools`) must accept the file without a
+    /// warning or error. Fails, rather than skips, when it is missing.
+    fn check_with_opusinfo(bytes: &[u8], name: &str) {
+        let file = temp_dir().join(name);
+        std::fs::write(&file, bytes).unwrap();
+        let output = match std::process::Command::new("opusinfo").arg(&file).output() {
+            Ok(output) => output,
+            Err(e) => panic!(
+                "opusinfo not runnable ({e}); install opus-tools (apt-get install opus-tools)"
+            ),
+        };
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "opusinfo {name} failed:\n{text}");
+        assert!(
+            !text.contains("WARNING") && !text.contains("ERROR"),
+            "opusinfo {name}:\n{text}"
+        );
+    }
+
+    /// The end-of-stream flag goes on the last page that carries audio,
+    /// also when that page is exactly full (packet count a multiple of the
+    /// 50 packets a page holds): no empty end page with granule -1.
+    #[test]
+    fn end_of_stream_is_on_the_last_audio_page_for_any_packet_count() {
+        for packets in [1, 49, 50, 51, 100, 600] {
+            for trim in [0, 500] {
+                let (input, bytes) = recording_of_packets(packets, trim);
+                check_with_ogg_crate(&bytes, packets, input);
+                check_with_opusinfo(&bytes, &format!("packets-{packets}-trim-{trim}.opus"));
+                let info = read_ogg_opus(&bytes).unwrap();
+                assert_eq!(info.packets.len() as u64, packets);
+                assert_eq!(info.duration_samples(), input);
+                let last = info.pages.last().unwrap();
+                assert_eq!(last.flags & FLAG_EOS, FLAG_EOS);
+                assert!(
+                    last.packets_completed >= 1,
+                    "{packets} packets: empty end page"
+                );
+                assert!(info.pages.iter().all(|p| p.packets_completed <= 50));
+            }
+        }
     }
 
     /// Decodes a recording with `opusdec` (Debian/apt `opus-tools`). Fails,
