@@ -153,19 +153,16 @@ pub struct RoomView {
 #[tauri::command]
 pub async fn other_rooms(radio: State<'_, Radio>) -> Result<Vec<RoomView>, String> {
     let engine = engine(&radio)?;
-    let groups = engine.groups();
     let mut out = Vec::new();
-    for room in engine.client().joined_rooms() {
-        let room_id = room.room_id().to_string();
-        if groups.contains(&room_id) {
+    for room in engine.rooms().await {
+        if room.walkie {
             continue;
         }
-        let name = room
-            .display_name()
-            .await
-            .map(|n| n.to_string())
-            .unwrap_or_else(|_| room_id.clone());
-        out.push(RoomView { room_id, name });
+        let name = room.name.unwrap_or_else(|| room.room_id.clone());
+        out.push(RoomView {
+            room_id: room.room_id,
+            name,
+        });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)

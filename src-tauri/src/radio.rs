@@ -1,9 +1,10 @@
-//! The walkie behind the tray: the engine, the player, which group the
-//! hotkey talks into, and the one talk in progress. Press starts a talk
-//! (microphone opened at once, floor claimed in parallel, permit or busy
-//! cue), release ends it after a short tail so the last syllable is not cut.
-//! Received talks go to the player. No protocol logic here: that is
-//! walkie-core's; this only wires it to the app's inputs and outputs.
+//! The walkie behind the tray: maps the core's station (both directions of
+//! the radio) onto the app — which group the hotkey talks into, the one
+//! talk in progress, mute and do not disturb, tray and panel state, missed-
+//! talk notifications. Press starts a talk through the station, release
+//! ends it after a short tail so the last syllable is not cut; engine
+//! events go through the station to the player. No protocol or playback
+//! logic here: that is walkie-core's and walkie-audio's.
 
 use std::{
     sync::{Arc, Mutex},
@@ -13,14 +14,14 @@ use std::{
 use tauri::{AppHandle, Manager};
 use tokio::sync::{mpsc, oneshot};
 use walkie_audio::{
-    mixing_queue::{GroupSettings, QueueEvent, TalkMeta},
+    mixing_queue::QueueEvent,
     output::DeviceSink,
     player::{Player, PlayerConfig, PlayerEvent},
     queue_store::QueueStore,
 };
 use walkie_core::{
     live_talk::{self, Input, TalkOptions},
-    Engine, EngineError, EngineEvent,
+    Engine, EngineError, EngineEvent, Playback, Station,
 };
 
 use crate::status::{GroupEntry, RadioState, SharedStatus};
@@ -32,12 +33,10 @@ struct ActiveTalk {
 
 #[derive(Default)]
 struct Inner {
-    engine: Option<Engine>,
+    station: Option<Station>,
     player: Option<Arc<Player>>,
     talk_room: Option<String>,
     active: Option<ActiveTalk>,
-    /// Start time of each remote talk being received, per session.
-    start_ts: std::collections::HashMap<String, u64>,
     /// Who talks in each session heard (for notifications).
     talkers: std::collections::HashMap<String, String>,
     muted: bool,
@@ -95,7 +94,10 @@ impl Radio {
         };
         {
             let mut inner = lock(&self.inner);
-            inner.engine = Some(engine);
+            inner.station = Some(Station::new(
+                engine,
+                player.clone().map(|p| p as Arc<dyn Playback>),
+            ));
             inner.player = player;
             inner.talk_room = preferred_room;
         }
@@ -128,14 +130,20 @@ impl Radio {
         if let Some(active) = inner.active.take() {
             let _ = active.release.send(());
         }
-        inner.engine = None;
+        inner.station = None;
         inner.player = None;
         inner.talk_room = None;
-        inner.start_ts.clear();
     }
 
     pub fn engine(&self) -> Option<Engine> {
-        lock(&self.inner).engine.clone()
+        lock(&self.inner)
+            .station
+            .as_ref()
+            .map(|s| s.engine().clone())
+    }
+
+    fn station(&self) -> Option<Station> {
+        lock(&self.inner).station.clone()
     }
 
     /// Chooses the group the hotkey talks into.
@@ -150,26 +158,13 @@ impl Radio {
 
     /// Mutes (or unmutes) every group: their talks are held for later.
     pub fn set_muted(&self, app: &AppHandle, muted: bool) {
-        let (player, groups) = {
+        let station = {
             let mut inner = lock(&self.inner);
             inner.muted = muted;
-            let groups = inner
-                .engine
-                .as_ref()
-                .map(Engine::groups)
-                .unwrap_or_default();
-            (inner.player.clone(), groups)
+            inner.station.clone()
         };
-        if let Some(player) = player {
-            for group in groups {
-                player.set_group(
-                    &group,
-                    GroupSettings {
-                        muted,
-                        ..GroupSettings::default()
-                    },
-                );
-            }
+        if let Some(station) = station {
+            station.set_muted(muted);
         }
         app.state::<SharedStatus>().update(app, |s| {
             s.muted = muted;
@@ -264,13 +259,9 @@ impl Radio {
         let mut groups: Vec<GroupEntry> = engine
             .groups()
             .into_iter()
-            .map(|room_id| {
-                let name = walkie_core::matrix_sdk::ruma::RoomId::parse(&room_id)
-                    .ok()
-                    .and_then(|id| engine.client().get_room(&id))
-                    .and_then(|r| r.cached_display_name().map(|n| n.to_string()))
-                    .unwrap_or_else(|| room_id.clone());
-                GroupEntry { room_id, name }
+            .map(|room_id| GroupEntry {
+                name: engine.room_name(&room_id),
+                room_id,
             })
             .collect();
         groups.sort_by(|a, b| a.name.cmp(&b.name).then(a.room_id.cmp(&b.room_id)));
@@ -285,20 +276,13 @@ impl Radio {
             }
             inner.talk_room.clone()
         };
-        if lock(&self.inner).muted {
+        let (muted, station) = {
+            let inner = lock(&self.inner);
+            (inner.muted, inner.station.clone())
+        };
+        if let (true, Some(station)) = (muted, station) {
             // Groups that appeared while muted are muted too.
-            let muted = lock(&self.inner).player.clone();
-            if let Some(player) = muted {
-                for g in &groups {
-                    player.set_group(
-                        &g.room_id,
-                        GroupSettings {
-                            muted: true,
-                            ..GroupSettings::default()
-                        },
-                    );
-                }
-            }
+            station.set_muted(true);
         }
         tracing::info!(
             groups = groups.len(),
@@ -311,63 +295,37 @@ impl Radio {
         });
     }
 
-    /// An engine event: received talks to the player, and the status.
+    /// An engine event: received talks through the station to the player,
+    /// and the status.
     pub fn on_engine_event(&self, app: &AppHandle, event: EngineEvent) {
-        let player = lock(&self.inner).player.clone();
-        let status = app.state::<SharedStatus>();
+        if let Some(station) = self.station() {
+            station.forward(&event);
+        }
         match event {
             EngineEvent::Ready | EngineEvent::RoomChanged { .. } => self.refresh_groups(app),
             EngineEvent::TalkStarted {
-                room_id,
                 user_id,
                 session_id,
-                start_ts,
                 ..
             } => {
                 {
                     let mut inner = lock(&self.inner);
-                    inner.start_ts.insert(session_id.clone(), start_ts);
                     // Bounded: who talked is only needed for notifications.
                     if inner.talkers.len() > 1024 {
                         inner.talkers.clear();
                     }
-                    inner.talkers.insert(session_id.clone(), user_id.clone());
+                    inner.talkers.insert(session_id, user_id.clone());
                 }
-                if let Some(player) = player {
-                    player.talk_started(TalkMeta {
-                        group: room_id,
-                        session: session_id,
-                        sender: user_id.clone(),
-                        start_ts_ms: start_ts,
-                    });
-                }
-                status.update(app, |s| {
+                app.state::<SharedStatus>().update(app, |s| {
                     s.talker = Some(user_id);
                     if s.radio == RadioState::Idle {
                         s.radio = RadioState::Receiving;
                     }
                 });
             }
-            EngineEvent::Audio {
-                room_id,
-                session_id,
-                ts,
-                frames,
-                ..
-            } => {
-                let start = lock(&self.inner).start_ts.get(&session_id).copied();
-                if let Some(player) = player {
-                    let first_frame = (ts.saturating_sub(start.unwrap_or(ts)) + 10) / 20;
-                    player.frames(&room_id, &session_id, first_frame, ts, frames);
-                }
-            }
-            EngineEvent::TalkEnded { session_id, .. } => {
-                lock(&self.inner).start_ts.remove(&session_id);
-                if let Some(player) = player {
-                    player.talk_ended(&session_id);
-                }
-            }
-            EngineEvent::FloorFree { .. }
+            EngineEvent::Audio { .. }
+            | EngineEvent::TalkEnded { .. }
+            | EngineEvent::FloorFree { .. }
             | EngineEvent::TransmitStopped { .. }
             | EngineEvent::Dropped { .. } => {}
         }
@@ -377,20 +335,19 @@ impl Radio {
     pub fn press(&self, app: &AppHandle) {
         // A microphone test must not hold the device a talk needs.
         app.state::<crate::mic_test::MicTest>().stop();
-        let (engine, player, room, input_device) = {
+        let (station, room, input_device) = {
             let inner = lock(&self.inner);
             if inner.active.is_some() {
                 return; // auto-repeat or a second press while talking
             }
             (
-                inner.engine.clone(),
-                inner.player.clone(),
+                inner.station.clone(),
                 inner.talk_room.clone(),
                 inner.input_device.clone(),
             )
         };
         let status = app.state::<SharedStatus>();
-        let (Some(engine), Some(room)) = (engine, room) else {
+        let (Some(station), Some(room)) = (station, room) else {
             tracing::info!("press ignored: not signed in or no walkie group");
             return;
         };
@@ -404,21 +361,20 @@ impl Radio {
             let release = async {
                 let _ = released.await;
             };
-            let outcome = live_talk::run(
-                &engine,
-                &room,
-                &Input::Mic(input_device),
-                &TalkOptions::default(),
-                player.as_deref(),
-                release,
-                |live| {
-                    tracing::info!(
-                        press_to_live_ms = live.press_to_live.as_millis() as u64,
-                        "capture live"
-                    )
-                },
-            )
-            .await;
+            let outcome = station
+                .talk(
+                    &room,
+                    &Input::Mic(input_device),
+                    &TalkOptions::default(),
+                    release,
+                    |live| {
+                        tracing::info!(
+                            press_to_live_ms = live.press_to_live.as_millis() as u64,
+                            "capture live"
+                        )
+                    },
+                )
+                .await;
             lock(&radio.inner).active = None;
             let status = app.state::<SharedStatus>();
             match outcome {

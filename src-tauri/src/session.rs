@@ -142,7 +142,7 @@ pub async fn sign_in(
 async fn save_session(account: &Account) -> Result<(), String> {
     let session = account.session().ok_or("no session after sign-in")?;
     let saved = SavedSession {
-        homeserver: account.client().homeserver().to_string(),
+        homeserver: account.homeserver(),
         account_dir: account.data_dir().to_owned(),
         session,
     };
@@ -160,9 +160,7 @@ pub async fn sign_out(app: &AppHandle) -> Result<(), String> {
     app.state::<Radio>().detach();
     if let Some((account, tasks)) = running {
         tasks.stop().await;
-        if let Err(e) = account.client().matrix_auth().logout().await {
-            tracing::warn!(error = %e, "the server did not confirm the sign-out");
-        }
+        account.sign_out().await;
         let dir = account.data_dir().to_owned();
         drop(account);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -188,22 +186,10 @@ pub async fn sign_out(app: &AppHandle) -> Result<(), String> {
 /// The encrypted store of unplayed talks, its key in the OS keyring. Without
 /// a keyring, talks are still queued, only not kept across restarts.
 async fn unplayed_store(account_dir: &Path) -> Option<QueueStore> {
-    let name = format!("unplayed-talks-key {}", account_dir.display());
-    let key = tokio::task::spawn_blocking(move || Keyring::default().key_256(&name)).await;
-    match key {
-        Ok(Ok(key)) => match QueueStore::open(account_dir.join("unplayed"), &key) {
-            Ok(store) => Some(store),
-            Err(e) => {
-                tracing::warn!(error = %e, "unplayed talks will not be kept");
-                None
-            }
-        },
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "no OS keyring: unplayed talks will not survive a restart");
-            None
-        }
+    match walkie_core::secrets::unplayed_store(account_dir).await {
+        Ok(store) => Some(store),
         Err(e) => {
-            tracing::warn!(error = %e, "keyring lookup failed");
+            tracing::warn!(error = %e, "unplayed talks will not survive a restart");
             None
         }
     }
@@ -215,7 +201,7 @@ async fn run(app: AppHandle, account: Account, config: &AppConfig) {
     status.update(&app, |s| {
         s.user_id = Some(account.user_id());
         s.device_id = Some(account.device_id());
-        s.homeserver = Some(account.client().homeserver().to_string());
+        s.homeserver = Some(account.homeserver());
     });
     let (engine, tasks, mut events) = match Engine::start(&account) {
         Ok(started) => started,
@@ -237,11 +223,11 @@ async fn run(app: AppHandle, account: Account, config: &AppConfig) {
         config.talk_room.clone(),
         config.release_tail,
     );
-    let client = account.client().clone();
+    let counter = account.clone();
     *app.state::<Running>().0.lock().await = Some((account, tasks));
     while let Some(event) = events.recv().await {
         if matches!(event, EngineEvent::Ready | EngineEvent::RoomChanged { .. }) {
-            let joined = client.joined_rooms().len();
+            let joined = counter.joined_room_count();
             status.update(&app, |s| {
                 s.account = AccountState::Online;
                 s.joined_rooms = joined;

@@ -15,13 +15,13 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use walkie_audio::{
     codec::OpusDecoder,
-    mixing_queue::{QueueEvent, TalkMeta},
+    mixing_queue::QueueEvent,
     output::DeviceSink,
     player::{Player, PlayerConfig, PlayerEvent},
     queue_store::QueueStore,
     wav,
 };
-use walkie_core::EngineEvent;
+use walkie_core::{Engine, EngineEvent, Playback, Station};
 
 use crate::exit::CliError;
 
@@ -82,15 +82,16 @@ impl Progress {
 }
 
 pub async fn run(
+    engine: &Engine,
     mut events: mpsc::UnboundedReceiver<EngineEvent>,
     options: &ListenOptions,
     store: Option<QueueStore>,
 ) -> Result<(), CliError> {
     std::fs::create_dir_all(&options.out).map_err(|e| CliError::Other(e.into()))?;
     let (player_tx, mut player_events) = mpsc::unbounded_channel();
-    let player = match &options.play {
+    let player: Option<std::sync::Arc<dyn Playback>> = match &options.play {
         None => None,
-        Some(device) => Some(
+        Some(device) => Some(std::sync::Arc::new(
             Player::start(
                 Box::new(DeviceSink::new(device.clone())),
                 PlayerConfig::default(),
@@ -100,10 +101,10 @@ pub async fn run(
                 },
             )
             .map_err(|e| CliError::Other(e.into()))?,
-        ),
+        )),
     };
+    let station = Station::new(engine.clone(), player);
     let mut sessions: HashMap<String, Received> = HashMap::new();
-    let mut start_ts: HashMap<String, u64> = HashMap::new();
     let mut progress = Progress {
         saved: 0,
         played: 0,
@@ -136,41 +137,26 @@ pub async fn run(
             _ = sleep => break,
         };
         let Some(event) = event else { break };
+        let in_wanted_room = match &event {
+            EngineEvent::TalkStarted { room_id, .. }
+            | EngineEvent::Audio { room_id, .. }
+            | EngineEvent::TalkEnded { room_id, .. } => wanted(room_id),
+            _ => false,
+        };
+        if in_wanted_room {
+            station.forward(&event);
+        }
         match &event {
-            EngineEvent::TalkStarted {
-                room_id,
-                user_id,
-                session_id,
-                start_ts: ts,
-                ..
-            } if wanted(room_id) => {
-                start_ts.insert(session_id.clone(), *ts);
-                if let Some(player) = &player {
-                    player.talk_started(TalkMeta {
-                        group: room_id.clone(),
-                        session: session_id.clone(),
-                        sender: user_id.clone(),
-                        start_ts_ms: *ts,
-                    });
-                }
-            }
             EngineEvent::Audio {
                 room_id,
                 session_id,
                 seq,
-                ts,
                 frames,
                 ..
             } if wanted(room_id) => {
                 let entry = sessions.entry(session_id.clone()).or_default();
                 entry.room_id = room_id.clone();
                 entry.chunks.insert(*seq, frames.clone());
-                if let Some(player) = &player {
-                    // The frame index on the talk's 20 ms timeline.
-                    let start = start_ts.get(session_id).copied().unwrap_or(*ts);
-                    let first_frame = (ts.saturating_sub(start) + 10) / 20;
-                    player.frames(room_id, session_id, first_frame, *ts, frames.clone());
-                }
             }
             EngineEvent::TalkEnded {
                 room_id,
@@ -178,10 +164,6 @@ pub async fn run(
                 ..
             } if wanted(room_id) => {
                 print(&to_json(&event)?);
-                if let Some(player) = &player {
-                    player.talk_ended(session_id);
-                }
-                start_ts.remove(session_id);
                 if let Some(received) = sessions.remove(session_id) {
                     let path = options.out.join(format!("{session_id}.wav"));
                     let samples = save(&received, &path)?;
@@ -203,7 +185,7 @@ pub async fn run(
         }
         print(&to_json(&event)?);
     }
-    drop(player);
+    drop(station);
     Ok(())
 }
 

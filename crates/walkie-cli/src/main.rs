@@ -17,7 +17,6 @@ use serde_json::json;
 use walkie_core::{
     engine::now_ms,
     live_talk::{Input, TalkOptions, TalkOutcome},
-    matrix_sdk::ruma::{OwnedRoomOrAliasId, OwnedUserId, RoomAliasId},
     protocol::Consent,
     Account, Engine, EngineEvent, EngineTasks, SignInRequest,
 };
@@ -238,17 +237,12 @@ async fn finish(engine: &Engine, tasks: EngineTasks) {
 }
 
 async fn resolve_room(engine: &Engine, room: &str) -> Result<String, CliError> {
-    if room.starts_with('#') {
-        let alias = RoomAliasId::parse(room)
-            .map_err(|_| CliError::UnknownRoom(format!("bad alias {room}")))?;
-        let resolved = engine
-            .client()
-            .resolve_room_alias(&alias)
-            .await
-            .map_err(|e| CliError::UnknownRoom(format!("unknown room {room}: {e}")))?;
-        return Ok(resolved.room_id.to_string());
-    }
-    Ok(room.to_owned())
+    engine.resolve_room(room).await.map_err(|e| match e {
+        walkie_core::EngineError::UnknownRoom(m) => {
+            CliError::UnknownRoom(format!("unknown room {m}"))
+        }
+        other => other.into(),
+    })
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
@@ -296,7 +290,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             session_file::save(
                 &data_dir,
                 &session_file::SavedSession {
-                    homeserver: account.client().homeserver().to_string(),
+                    homeserver: account.homeserver(),
                     session,
                 },
             )?;
@@ -307,9 +301,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Logout => {
             let account = restore(&data_dir).await?;
-            if let Err(e) = account.client().matrix_auth().logout().await {
-                tracing::warn!(error = %e, "the homeserver did not take the logout; deleting local data anyway");
-            }
+            account.sign_out().await;
             std::fs::remove_dir_all(&data_dir)
                 .with_context(|| format!("deleting {}", data_dir.display()))?;
             println!("{}", json!({"signed_out": account.user_id()}));
@@ -317,13 +309,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Rooms => {
             let account = restore(&data_dir).await?;
             let (engine, tasks, _events) = start_engine(&account).await?;
-            let groups = engine.groups();
-            for room in engine.client().joined_rooms() {
-                let id = room.room_id().to_string();
-                let name = room.cached_display_name().map(|n| n.to_string());
+            for room in engine.rooms().await {
                 println!(
                     "{}",
-                    json!({"room_id": id, "name": name, "walkie": groups.contains(&id)})
+                    serde_json::to_string(&room).map_err(anyhow::Error::from)?
                 );
             }
             finish(&engine, tasks).await;
@@ -334,36 +323,21 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             max_talk,
         } => {
             let account = restore(&data_dir).await?;
-            let invite: Vec<OwnedUserId> = invite
-                .iter()
-                .map(|u| {
-                    OwnedUserId::try_from(u.as_str())
-                        .map_err(|_| anyhow::anyhow!("bad user id {u}"))
-                })
-                .collect::<Result<_, _>>()?;
             let mut group = walkie_core::protocol::WalkieGroup::default();
             if let Some(secs) = max_talk {
                 group.max_talk_ms = secs * 1000;
                 group.validate().map_err(anyhow::Error::from)?;
             }
-            let request = walkie_core::engine::room_state::create_request(&name, invite, &group)?;
-            let room = account
-                .client()
-                .create_room(request)
-                .await
-                .map_err(walkie_core::EngineError::from)?;
-            println!("{}", json!({"room_id": room.room_id().to_string()}));
+            let room = account.create_group(&name, &invite, &group).await?;
+            println!("{}", json!({ "room_id": room }));
         }
         Command::Join { room } => {
             let account = restore(&data_dir).await?;
-            let id = OwnedRoomOrAliasId::try_from(room.as_str())
-                .map_err(|_| CliError::UnknownRoom(format!("bad room {room}")))?;
-            let joined = account
-                .client()
-                .join_room_by_id_or_alias(&id, &[])
-                .await
-                .map_err(|e| CliError::UnknownRoom(format!("cannot join {room}: {e}")))?;
-            println!("{}", json!({"room_id": joined.room_id().to_string()}));
+            let joined = account.join(&room).await.map_err(|e| match e {
+                walkie_core::EngineError::UnknownRoom(m) => CliError::UnknownRoom(m),
+                other => other.into(),
+            })?;
+            println!("{}", json!({ "room_id": joined }));
         }
         Command::Enable { room } => {
             let account = restore(&data_dir).await?;
@@ -454,8 +428,18 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     |_| {},
                 )
             });
-            let player = player.transpose().map_err(anyhow::Error::from)?;
-            let outcome = talk::run(&engine, &room, &input, &options, player.as_ref()).await;
+            let player = player
+                .transpose()
+                .map_err(anyhow::Error::from)?
+                .map(std::sync::Arc::new);
+            let station = walkie_core::Station::new(
+                engine.clone(),
+                player
+                    .clone()
+                    .map(|p| p as std::sync::Arc<dyn walkie_core::Playback>),
+            );
+            let outcome = talk::run(&station, &room, &input, &options, player.as_deref()).await;
+            drop(station);
             drop(player);
             // The recording goes out now (the engine's poster may already be
             // at it; this pass waits for it) and stays in the outbox if it
@@ -507,7 +491,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 timeout,
                 play: play.then_some(output_device),
             };
-            let result = listen::run(events, &options, store).await;
+            let result = listen::run(&engine, events, &options, store).await;
             finish(&engine, tasks).await;
             result?;
         }
@@ -515,19 +499,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The encrypted store of unplayed talks in `data_dir/unplayed`, keyed by
-/// a key kept in the OS keyring for this data directory.
+/// The encrypted store of unplayed talks in `data_dir/unplayed`.
 async fn unplayed_store(
     data_dir: &std::path::Path,
 ) -> Result<walkie_audio::queue_store::QueueStore, CliError> {
-    let name = format!("unplayed-talks-key {}", data_dir.display());
-    let key = tokio::task::spawn_blocking(move || {
-        walkie_core::secrets::Keyring::default().key_256(&name)
-    })
-    .await
-    .map_err(anyhow::Error::from)?
-    .map_err(anyhow::Error::from)?;
-    walkie_audio::queue_store::QueueStore::open(data_dir.join("unplayed"), &key)
+    walkie_core::secrets::unplayed_store(data_dir)
+        .await
         .map_err(|e| CliError::Other(e.into()))
 }
 

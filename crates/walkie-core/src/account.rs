@@ -143,8 +143,62 @@ impl Account {
         self.client.matrix_auth().session()
     }
 
+    /// The matrix-sdk client, for the engine and for tests that read the
+    /// homeserver independently. Shells use the methods below instead.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The homeserver's client-server API base URL.
+    pub fn homeserver(&self) -> String {
+        self.client.homeserver().to_string()
+    }
+
+    /// Logs this device out at the homeserver. Deleting local data is the
+    /// caller's (the CLI removes its data directory, the app its account
+    /// directory and keyring entry); a homeserver that does not answer is
+    /// logged, not fatal, so a user can always sign out locally.
+    pub async fn sign_out(&self) {
+        if let Err(e) = self.client.matrix_auth().logout().await {
+            tracing::warn!(error = %e, "the homeserver did not take the logout; deleting local data anyway");
+        }
+    }
+
+    /// Creates a private, encrypted walkie group `name` with `group`'s
+    /// settings, inviting `invite` (full user ids). Returns its room id.
+    pub async fn create_group(
+        &self,
+        name: &str,
+        invite: &[String],
+        group: &walkie_protocol::WalkieGroup,
+    ) -> Result<String, crate::EngineError> {
+        let invite = invite
+            .iter()
+            .map(|u| {
+                matrix_sdk::ruma::OwnedUserId::try_from(u.as_str())
+                    .map_err(|_| walkie_protocol::ProtocolError::InvalidUserId(u.clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let request = crate::engine::room_state::create_request(name, invite, group)?;
+        let room = self.client.create_room(request).await?;
+        Ok(room.room_id().to_string())
+    }
+
+    /// Joins a room by id or alias (accepting an invite). Returns its id.
+    pub async fn join(&self, room: &str) -> Result<String, crate::EngineError> {
+        let id = matrix_sdk::ruma::OwnedRoomOrAliasId::try_from(room)
+            .map_err(|_| crate::EngineError::UnknownRoom(format!("bad room {room}")))?;
+        let joined = self
+            .client
+            .join_room_by_id_or_alias(&id, &[])
+            .await
+            .map_err(|e| crate::EngineError::UnknownRoom(format!("cannot join {room}: {e}")))?;
+        Ok(joined.room_id().to_string())
+    }
+
+    /// How many rooms this account has joined.
+    pub fn joined_room_count(&self) -> usize {
+        self.client.joined_rooms().len()
     }
 
     pub fn data_dir(&self) -> &Path {

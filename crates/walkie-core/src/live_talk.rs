@@ -3,8 +3,9 @@
 //! claim; a WAV file after it), sounds the talk-permit cue once capture is
 //! live (or the busy cue when someone holds the floor), streams 20 ms Opus
 //! frames through the engine, `batch` per message, and on release closes
-//! the device first, then releases the floor. While it runs the player holds
-//! received talks back (the user is talking).
+//! the device first, then releases the floor. While it holds the floor the
+//! player holds received talks back (the user is talking); a guard ends
+//! that on every way out. Shells call it through [`crate::station::Station`].
 
 use std::{future::Future, path::PathBuf, time::Duration};
 
@@ -14,11 +15,15 @@ use walkie_audio::{
     codec::{EncoderConfig, OpusEncoder, DEFAULT_BITRATE},
     cues::Cue,
     frames::{DeviceError, FrameSource, WavSource},
-    player::Player,
     source_thread::{SourceMessage, SourceThread},
 };
 
-use crate::engine::{now_ms, Engine, EngineError, TalkSummary};
+use walkie_protocol::frames_ms;
+
+use crate::{
+    engine::{now_ms, Engine, EngineError, TalkSummary},
+    station::{Playback, UserTalking},
+};
 
 /// Where the voice comes from.
 #[derive(Debug, Clone)]
@@ -98,7 +103,7 @@ pub async fn run(
     room: &str,
     input: &Input,
     options: &TalkOptions,
-    player: Option<&Player>,
+    player: Option<&dyn Playback>,
     release: impl Future<Output = ()>,
     mut on_live: impl FnMut(CaptureLive),
 ) -> Result<TalkOutcome, LiveTalkError> {
@@ -139,9 +144,9 @@ pub async fn run(
             return Err(e.into());
         }
     };
-    if let Some(player) = player {
-        player.set_user_talking(true);
-    }
+    // Until this is dropped (however `run` returns) the player holds
+    // received talks back.
+    let _talking = UserTalking::start(player);
     let press_to_floor = press.elapsed();
     let talk_start_ms = now_ms();
     let source = match (source, wav) {
@@ -188,7 +193,10 @@ pub async fn run(
                 if pending.len() >= options.batch.max(1) {
                     let first = sent_frames;
                     sent_frames += pending.len() as u64;
-                    talk.send(std::mem::take(&mut pending), talk_start_ms + first * 20)?;
+                    talk.send(
+                        std::mem::take(&mut pending),
+                        talk_start_ms + frames_ms(first),
+                    )?;
                 }
             }
             SourceMessage::Ended => break,
@@ -202,12 +210,9 @@ pub async fn run(
     // Release: close the device first (no more audio), then the floor.
     source.stop();
     if !pending.is_empty() {
-        talk.send(pending, talk_start_ms + sent_frames * 20)?;
+        talk.send(pending, talk_start_ms + frames_ms(sent_frames))?;
     }
     let summary = talk.finish().await;
-    if let Some(player) = player {
-        player.set_user_talking(false);
-    }
     Ok(TalkOutcome {
         summary: summary?,
         device_error: failure.map(|e| e.to_string()),

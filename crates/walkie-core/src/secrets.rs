@@ -93,3 +93,28 @@ impl Keyring {
         Ok(key)
     }
 }
+
+/// Why the unplayed-talks store could not be opened.
+#[derive(Debug, Error)]
+pub enum UnplayedStoreError {
+    #[error(transparent)]
+    Keyring(#[from] SecretError),
+    #[error("the keyring lookup did not finish: {0}")]
+    Join(String),
+    #[error("cannot open the unplayed-talks store: {0}")]
+    Store(String),
+}
+
+/// The encrypted store of unplayed talks of one account directory
+/// (`<dir>/unplayed`), keyed by a 256-bit key kept in the OS keyring under
+/// a name derived from the directory. The app and the CLI both use it.
+pub async fn unplayed_store(
+    account_dir: &std::path::Path,
+) -> Result<walkie_audio::queue_store::QueueStore, UnplayedStoreError> {
+    let name = format!("unplayed-talks-key {}", account_dir.display());
+    let key = tokio::task::spawn_blocking(move || Keyring::default().key_256(&name))
+        .await
+        .map_err(|e| UnplayedStoreError::Join(e.to_string()))??;
+    walkie_audio::queue_store::QueueStore::open(account_dir.join("unplayed"), &key)
+        .map_err(|e| UnplayedStoreError::Store(e.to_string()))
+}

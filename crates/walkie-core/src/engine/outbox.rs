@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use walkie_audio::{codec, ogg_opus::OggOpusWriter, waveform};
 
-use crate::protocol::{SessionId, TalkReference};
+use walkie_protocol::{SessionId, TalkReference};
 
 /// What the outbox knows about one recording.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! Reading and writing a room's walkie state through matrix-sdk: the group
 //! marker (`org.matrix.msc4002.walkie`) and the per-device consents
 //! (`org.matrix.msc4002.consent`), turned into the pure types of
-//! `crate::protocol` and `crate::consent`. Bad events are dropped with a log
+//! `walkie_protocol`. Bad events are dropped with a log
 //! line, never trusted.
 
 use matrix_sdk::{
@@ -15,12 +15,9 @@ use matrix_sdk::{
 };
 use serde_json::{json, Value};
 
-use crate::{
-    consent::ConsentSet,
-    protocol::{
-        Consent, ConsentContent, ConsentStateKey, DeviceId, UserId, WalkieGroup,
-        CONSENT_EVENT_TYPE, GROUP_EVENT_TYPE,
-    },
+use walkie_protocol::{
+    Consent, ConsentContent, ConsentSet, ConsentStateKey, DeviceId, UserId, WalkieGroup,
+    CONSENT_EVENT_TYPE, GROUP_EVENT_TYPE,
 };
 
 use super::EngineError;

@@ -1,22 +1,19 @@
 //! The sender task: drains the engine's queue of outgoing audio messages in
-//! order and sends each, Olm-encrypted, to the devices that consent to
-//! receive in its room at that moment. A talker only queues; the ~10–15 ms
+//! order and sends each, Olm-encrypted, to the devices its room machine
+//! addressed it to (those consenting to receive when it was queued). A talker only queues; the ~10–15 ms
 //! each encrypted PUT takes is spent here.
 
 use std::sync::Arc;
 
 use matrix_sdk::ruma::{serde::Raw, OwnedDeviceId, OwnedUserId};
 use tokio::sync::{mpsc, oneshot};
+use walkie_protocol::{room::Transmit, RoomId, AUDIO_EVENT_TYPE};
 
-use super::{lock, now_ms, Inner};
-use crate::protocol::{ChunkHeader, RoomId, AUDIO_EVENT_TYPE};
+use super::Inner;
 
 pub(super) enum Outgoing {
-    Chunk {
-        room_id: RoomId,
-        header: ChunkHeader,
-        frames: Vec<Vec<u8>>,
-    },
+    /// A message and the devices the room machine addressed it to.
+    Chunk { room_id: RoomId, transmit: Transmit },
     /// Answered once everything queued before it has been sent.
     Flush(oneshot::Sender<SendStats>),
 }
@@ -34,14 +31,10 @@ pub(super) async fn run(inner: Arc<Inner>, mut queue: mpsc::UnboundedReceiver<Ou
                 let _ = done.send(stats);
                 stats = SendStats::default();
             }
-            Outgoing::Chunk {
-                room_id,
-                header,
-                frames,
-            } => {
-                if let Err(e) = send_chunk(&inner, &room_id, &header, &frames).await {
+            Outgoing::Chunk { room_id, transmit } => {
+                if let Err(e) = send_chunk(&inner, &room_id, &transmit).await {
                     stats.errors += 1;
-                    tracing::warn!(room = %room_id, seq = header.seq, error = %e, "sending walkie audio failed");
+                    tracing::warn!(room = %room_id, seq = transmit.header.seq, error = %e, "sending walkie audio failed");
                 }
             }
         }
@@ -51,22 +44,14 @@ pub(super) async fn run(inner: Arc<Inner>, mut queue: mpsc::UnboundedReceiver<Ou
 async fn send_chunk(
     inner: &Inner,
     room_id: &RoomId,
-    header: &ChunkHeader,
-    frames: &[Vec<u8>],
+    transmit: &Transmit,
 ) -> Result<(), super::EngineError> {
-    let content = header.to_content(room_id, frames)?;
-    let receivers: Vec<(OwnedUserId, OwnedDeviceId)> = {
-        let rooms = lock(&inner.rooms);
-        let Some(rt) = rooms.get(room_id) else {
-            return Ok(());
-        };
-        rt.consents
-            .receivers(now_ms())
-            .into_iter()
-            .filter(|(u, d)| !(u == &inner.user_id && d == &inner.device_id))
-            .filter_map(|(u, d)| Some((u.as_str().try_into().ok()?, d.as_str().into())))
-            .collect()
-    };
+    let content = transmit.header.to_content(room_id, &transmit.frames)?;
+    let receivers: Vec<(OwnedUserId, OwnedDeviceId)> = transmit
+        .to
+        .iter()
+        .filter_map(|(u, d)| Some((u.as_str().try_into().ok()?, d.as_str().into())))
+        .collect();
     let mut devices = Vec::with_capacity(receivers.len());
     for (user, device) in &receivers {
         match inner.client.encryption().get_device(user, device).await {

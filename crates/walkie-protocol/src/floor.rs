@@ -7,7 +7,7 @@
 //! (`poll_event`, `poll_transmit`, `poll_timeout`, `next_audio_header`).
 //! Time is always passed in (`now`: the local wall clock in ms since the Unix
 //! epoch, which the engine should derive from a monotonic clock). This module
-//! owns the floor rules; message validation is `crate::protocol`'s and
+//! owns the floor rules; message validation is `crate::audio`'s and
 //! consent is `crate::consent`'s (the engine only hands in chunks from
 //! devices allowed to talk).
 //!
@@ -59,7 +59,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::protocol::{
+use crate::{
     ChunkHeader, DeviceId, RoomId, SessionId, UserId, ValidatedChunk, WalkieGroup, FRAME_MS,
     MAX_SEQ,
 };

@@ -35,7 +35,7 @@ use proptest::test_runner::{Config, TestRunner};
 use serde_json::Value;
 
 use super::*;
-use crate::protocol::{ChunkHeader, DeviceId, RoomId, SessionId, UserId, ValidatedChunk};
+use crate::{ChunkHeader, DeviceId, RoomId, SessionId, UserId, ValidatedChunk};
 
 /// Real time zero (ms since the epoch), far from 0 so skewed clocks stay
 /// positive.

@@ -1,7 +1,7 @@
 //! Unit tests of the floor rules, one (or a few) per rule.
 
 use super::*;
-use crate::protocol::{ChunkHeader, DeviceId, RoomId, SessionId, UserId, ValidatedChunk};
+use crate::{ChunkHeader, DeviceId, RoomId, SessionId, UserId, ValidatedChunk};
 
 const T0: u64 = 1_700_000_000_000;
 const CFG: FloorConfig = FloorConfig {
@@ -687,7 +687,7 @@ fn too_many_live_sessions_are_refused() {
 
 #[test]
 fn config_from_group() {
-    let g = crate::protocol::WalkieGroup::default();
+    let g = crate::WalkieGroup::default();
     let c = FloorConfig::from_group(&g);
     assert_eq!(c, FloorConfig::default());
     assert_eq!(c.lease_ms, 3_000);

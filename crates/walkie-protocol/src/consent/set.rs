@@ -2,7 +2,7 @@
 //! until when.
 //!
 //! This module owns the rules applied to `org.matrix.msc4002.consent` state
-//! events (parsed by `crate::protocol`): consent is per device; the state key
+//! events (parsed by the parent module): consent is per device; the state key
 //! `_@user:server_DEVICE` must name the event's sender; `{}` revokes; an
 //! `expires_ts` in the past means absent (no server round trip is needed for
 //! expiry); `talk` implies `receive`. Time is passed in (ms since the Unix
@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::protocol::{Consent, ConsentContent, ConsentStateKey, DeviceId, ProtocolError, UserId};
+use crate::{Consent, ConsentContent, ConsentStateKey, DeviceId, ProtocolError, UserId};
 
 /// Why a consent state event was not applied as a grant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,0 +1,333 @@
+//! The engine driver: the only place that feeds the room machines
+//! ([`walkie_protocol::room::RoomMachine`]) and drains their `poll_*`
+//! (quinn's `ConnectionDriver` idea). It applies sync responses (room state
+//! first, then decrypted to-device audio) and fires floor timeouts; every
+//! command from [`super::Engine`] or a [`super::Talk`] goes through
+//! [`Rooms::with`], which drains the machine's transmits to the sender queue
+//! and its events to the shell.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use matrix_sdk::{
+    deserialized_responses::ProcessedToDeviceEvent, ruma::OwnedRoomId, sync::SyncResponse,
+};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use walkie_protocol::{
+    room::{RoomEvent, RoomMachine},
+    DeviceId, RoomId, SessionId, UserId, ValidatedChunk, AUDIO_EVENT_TYPE, MAX_CHUNK_CONTENT_BYTES,
+};
+
+use super::{
+    event::describe, now_ms, room_state, sender::Outgoing, EngineEvent, Inner, TransmitStopReason,
+};
+
+/// The room machines of every joined room whose state was read.
+#[derive(Default)]
+pub(super) struct Rooms {
+    machines: Mutex<HashMap<RoomId, RoomMachine>>,
+}
+
+impl Rooms {
+    fn lock(&self) -> MutexGuard<'_, HashMap<RoomId, RoomMachine>> {
+        self.machines.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the room's machine, then drains what it produced: its
+    /// messages to the sender queue (in order), its events to the shell.
+    /// `None` when the room has no machine.
+    pub(super) fn with<R>(
+        &self,
+        inner: &Inner,
+        room: &RoomId,
+        f: impl FnOnce(&mut RoomMachine) -> R,
+    ) -> Option<R> {
+        let out = {
+            let mut machines = self.lock();
+            let machine = machines.get_mut(room)?;
+            let out = f(machine);
+            drain(inner, machine);
+            out
+        };
+        inner.wake.notify_one();
+        Some(out)
+    }
+
+    /// Reads every machine (for status and group lists).
+    pub(super) fn read<R>(&self, f: impl FnOnce(&HashMap<RoomId, RoomMachine>) -> R) -> R {
+        f(&self.lock())
+    }
+
+    fn next_timeout(&self) -> Option<u64> {
+        self.lock().values().filter_map(|m| m.poll_timeout()).min()
+    }
+
+    fn fire_timeouts(&self, inner: &Inner, now: u64) {
+        let mut machines = self.lock();
+        for machine in machines.values_mut() {
+            if machine.poll_timeout().is_some_and(|t| t <= now) {
+                machine.handle_timeout(now);
+                drain(inner, machine);
+            }
+        }
+    }
+}
+
+/// Moves a machine's outputs on: transmits to the sender, events to the
+/// shell (and the log).
+fn drain(inner: &Inner, machine: &mut RoomMachine) {
+    let now = now_ms();
+    let room = machine.room_id().to_string();
+    while let Some(transmit) = machine.poll_transmit(now) {
+        let _ = inner.outgoing.send(Outgoing::Chunk {
+            room_id: machine.room_id().clone(),
+            transmit,
+        });
+    }
+    while let Some(event) = machine.poll_event() {
+        let out = match event {
+            RoomEvent::TransmitStarted { session_id } => {
+                tracing::info!(room = %room, session = %session_id, "transmitting");
+                continue;
+            }
+            RoomEvent::TransmitStopped { session_id, reason } => {
+                let reason = TransmitStopReason::from(&reason);
+                tracing::info!(room = %room, session = %session_id, %reason, "stopped transmitting");
+                EngineEvent::TransmitStopped {
+                    room_id: room.clone(),
+                    session_id: session_id.to_string(),
+                    reason,
+                }
+            }
+            RoomEvent::TalkStarted { claim } => EngineEvent::TalkStarted {
+                room_id: room.clone(),
+                user_id: claim.user_id.to_string(),
+                device_id: claim.device_id.to_string(),
+                session_id: claim.session_id.to_string(),
+                start_ts: claim.start_ts,
+            },
+            RoomEvent::Audio {
+                session_id,
+                seq,
+                ts,
+                frame_index,
+                frames,
+            } => EngineEvent::Audio {
+                room_id: room.clone(),
+                session_id: session_id.to_string(),
+                seq,
+                ts,
+                frame_index,
+                frame_count: frames.len(),
+                received_ms: now,
+                frames,
+            },
+            RoomEvent::TalkEnded { claim, reason } => EngineEvent::TalkEnded {
+                room_id: room.clone(),
+                session_id: claim.session_id.to_string(),
+                user_id: claim.user_id.to_string(),
+                reason: reason.into(),
+            },
+            RoomEvent::FloorFree => EngineEvent::FloorFree {
+                room_id: room.clone(),
+            },
+        };
+        let _ = inner.events.send(out);
+    }
+}
+
+pub(super) fn random_session_id() -> SessionId {
+    let mut bytes = [0u8; 16];
+    // The OS RNG only fails on broken systems; a counter-free fallback from
+    // the clock still gives distinct ids per talk.
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes[..8].copy_from_slice(&now_ms().to_le_bytes());
+    }
+    SessionId::from_entropy(bytes)
+}
+
+/// The driver task: applies sync responses and floor timeouts.
+pub(super) async fn run(inner: Arc<Inner>, mut syncs: mpsc::Receiver<SyncResponse>) {
+    let mut first = true;
+    loop {
+        let sleep = match inner.rooms.next_timeout() {
+            Some(at) => Duration::from_millis(at.saturating_sub(now_ms())),
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            response = syncs.recv() => {
+                let Some(response) = response else { break };
+                handle_sync(&inner, response, first).await;
+                if first {
+                    first = false;
+                    inner.ready.notify_waiters();
+                    inner.ready.notify_one();
+                    let _ = inner.events.send(EngineEvent::Ready);
+                }
+            }
+            _ = tokio::time::sleep(sleep) => {}
+            _ = inner.wake.notified() => {}
+        }
+        inner.rooms.fire_timeouts(&inner, now_ms());
+    }
+    tracing::debug!("engine driver stopped");
+}
+
+async fn handle_sync(inner: &Inner, response: SyncResponse, first: bool) {
+    // Room state first, so consents granted in this sync apply to audio in it.
+    let changed: Vec<OwnedRoomId> = if first {
+        inner
+            .client
+            .joined_rooms()
+            .iter()
+            .map(|r| r.room_id().to_owned())
+            .collect()
+    } else {
+        response.rooms.joined.keys().cloned().collect()
+    };
+    for room_id in changed {
+        reload_room(inner, &room_id).await;
+    }
+    for event in response.to_device {
+        handle_to_device(inner, event);
+    }
+}
+
+/// Reads a room's walkie state from the store into its machine (made on
+/// first sight of a group; dropped once it is no group and idle).
+async fn reload_room(inner: &Inner, room_id: &matrix_sdk::ruma::RoomId) {
+    let Some(room) = inner.client.get_room(room_id) else {
+        return;
+    };
+    let Ok(id) = RoomId::parse(room_id.as_str()) else {
+        return;
+    };
+    let now = now_ms();
+    let state = match room_state::load(&room, now).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(room = %room_id, error = %e, "cannot read the room's walkie state");
+            return;
+        }
+    };
+    let known = inner.rooms.with(inner, &id, |machine| {
+        machine.handle_state(state.group, state.consents.clone(), now);
+    });
+    if known.is_none() && state.group.is_some() {
+        tracing::info!(room = %room_id, "walkie group");
+        let machine = RoomMachine::new(
+            id.clone(),
+            inner.user_id.clone(),
+            inner.device_id.clone(),
+            state.group,
+            state.consents,
+            Box::new(random_session_id),
+        );
+        inner.rooms.lock().insert(id, machine);
+    }
+    let _ = inner.events.send(EngineEvent::RoomChanged {
+        room_id: room_id.to_string(),
+    });
+}
+
+fn drop_event(inner: &Inner, reason: String) {
+    tracing::warn!(reason = %reason, "dropped walkie to-device message");
+    let _ = inner.events.send(EngineEvent::Dropped { reason });
+}
+
+/// Only `Decrypted` to-device events may carry walkie audio; the sender is
+/// the one the Olm session authenticated, never the content's claim.
+fn handle_to_device(inner: &Inner, event: ProcessedToDeviceEvent) {
+    match event {
+        ProcessedToDeviceEvent::Decrypted {
+            raw,
+            encryption_info,
+        } => {
+            if raw.json().get().len() > MAX_CHUNK_CONTENT_BYTES + 4096 {
+                if raw.get_field::<String>("type").ok().flatten().as_deref()
+                    == Some(AUDIO_EVENT_TYPE)
+                {
+                    drop_event(
+                        inner,
+                        format!("oversize walkie audio from {}", encryption_info.sender),
+                    );
+                }
+                return;
+            }
+            let Ok(value) = raw.deserialize_as_unchecked::<Value>() else {
+                return;
+            };
+            if value["type"] != AUDIO_EVENT_TYPE {
+                return;
+            }
+            let sender = match UserId::parse(encryption_info.sender.as_str()) {
+                Ok(u) => u,
+                Err(e) => return drop_event(inner, format!("invalid sender: {e}")),
+            };
+            let Some(device) = encryption_info
+                .sender_device
+                .as_ref()
+                .and_then(|d| DeviceId::parse(d.as_str()).ok())
+            else {
+                return drop_event(
+                    inner,
+                    format!("walkie audio from {sender} without a sender device"),
+                );
+            };
+            handle_audio(inner, &value["content"], &sender, &device);
+        }
+        ProcessedToDeviceEvent::PlainText(raw) => {
+            if raw.get_field::<String>("type").ok().flatten().as_deref() == Some(AUDIO_EVENT_TYPE) {
+                let sender = raw
+                    .get_field::<String>("sender")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                drop_event(
+                    inner,
+                    format!("unencrypted walkie audio claiming to be from {sender}"),
+                );
+            }
+        }
+        ProcessedToDeviceEvent::UnableToDecrypt { utd_info, .. } => {
+            tracing::debug!(info = ?utd_info, "undecryptable to-device event");
+        }
+        ProcessedToDeviceEvent::Invalid(_) => {}
+    }
+}
+
+fn handle_audio(inner: &Inner, content: &Value, sender: &UserId, device: &DeviceId) {
+    let chunk = match ValidatedChunk::parse_received(content, sender, device, true) {
+        Ok(c) => c,
+        Err(e) => {
+            return drop_event(
+                inner,
+                format!("invalid walkie audio from {sender} ({device}): {e}"),
+            )
+        }
+    };
+    let room_id = chunk.room_id().clone();
+    let admitted = inner.rooms.with(inner, &room_id, |machine| {
+        machine.handle_chunk(chunk, now_ms())
+    });
+    match admitted {
+        None => drop_event(
+            inner,
+            format!("walkie audio for {room_id}, which is not a walkie group here"),
+        ),
+        Some(Err(why)) => drop_event(
+            inner,
+            format!("walkie audio from {sender} ({device}) in {room_id}: {why}"),
+        ),
+        Some(Ok(())) => {}
+    }
+}
+
+/// `user (device)` of a claim, for messages.
+pub(super) fn holder_name(claim: &walkie_protocol::floor::Claim) -> String {
+    describe(claim)
+}
