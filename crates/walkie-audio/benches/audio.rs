@@ -1,6 +1,7 @@
-//! `cargo bench -p walkie-audio --bench audio` (or `bash scripts/bench-audio.sh`,
-//! which also starts a private PulseAudio for the device figures): the audio
-//! figures of docs/benchmarks.md.
+//! `cargo bench -p walkie-audio --features test-utils --bench audio` (or
+//! `bash scripts/bench-audio.sh`, which also starts a private PulseAudio for
+//! the device figures): the audio figures of docs/benchmarks.md. It needs the
+//! `test-utils` feature for `netsim` and `test_signal`.
 //!
 //! 1. Opus encode + decode CPU per live stream, as percent of one core
 //!    (thread CPU time over audio time, 60 s of speech-like signal).
