@@ -418,6 +418,36 @@ impl AppDriver {
         self.log.lines.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// Waits until a log line after the first `since` lines contains all
+    /// `needles`; returns its index and the line (pass `index + 1` as the
+    /// next `since` to wait for what comes after it).
+    pub async fn wait_for_log_after(
+        &self,
+        since: usize,
+        needles: &[&str],
+        timeout: Duration,
+    ) -> Result<(usize, String)> {
+        let mut seen = self.log.count.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            seen.borrow_and_update();
+            let lines = self.log_lines();
+            let found = lines
+                .iter()
+                .enumerate()
+                .skip(since)
+                .find(|(_, l)| needles.iter().all(|n| l.contains(n)));
+            if let Some((i, line)) = found {
+                return Ok((i, line.clone()));
+            }
+            match tokio::time::timeout_at(deadline, seen.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => bail!("the app's log ended without a line containing {needles:?}"),
+                Err(_) => bail!("no log line containing {needles:?} within {timeout:?}"),
+            }
+        }
+    }
+
     /// Waits until a log line contains `needle`; returns the first such line.
     pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> Result<String> {
         let mut seen = self.log.count.subscribe();

@@ -170,46 +170,6 @@ async fn mic_to_speaker_through_synapse_and_nothing_left_open() -> Result<()> {
     Ok(())
 }
 
-/// Best correlation of every voiced 0.5 s window of `source` with `heard`,
-/// searched ±100 ms around the alignment of the window before (starting at
-/// `lag`, where the whole talk aligns best; and around `lag` again if that
-/// finds nothing): the jitter buffer's adaptation moves later parts of a
-/// talk by a few 20 ms frames.
-fn windowed_match(source: &[i16], heard: &[i16], lag: isize) -> Vec<f64> {
-    const WINDOW: usize = 24_000;
-    const SLACK: isize = 4_800;
-    let rms =
-        |w: &[i16]| (w.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
-    let mut drift = lag;
-    let mut scores = Vec::new();
-    for (i, w) in source.chunks_exact(WINDOW).enumerate() {
-        if rms(w) <= 500.0 {
-            continue;
-        }
-        // Around the alignment of the window before, else (if that lost
-        // track) around the whole talk's.
-        let search = |offset: isize| {
-            let centre = i as isize * WINDOW as isize + offset;
-            let from = (centre - SLACK).clamp(0, heard.len() as isize) as usize;
-            let to = (centre + WINDOW as isize + SLACK).clamp(0, heard.len() as isize) as usize;
-            let (corr, at) = normalised_cross_correlation(w, &heard[from..to], 2 * SLACK as usize);
-            (corr, from as isize + at - i as isize * WINDOW as isize)
-        };
-        let (mut corr, mut found) = search(drift);
-        if corr < 0.5 && drift != lag {
-            let (c, f) = search(lag);
-            if c > corr {
-                (corr, found) = (c, f);
-            }
-        }
-        if corr > 0.5 {
-            drift = found;
-        }
-        scores.push(corr);
-    }
-    scores
-}
-
 /// Correlation of `sound` with the first sound in `recording` (a steady tone
 /// defeats a coarse search over the whole recording, so the search starts
 /// where the recording stops being silent).

@@ -208,6 +208,14 @@ impl RoomMachine {
         if stopped_being_group && self.floor.is_transmitting() {
             self.floor.release(now);
         }
+        // Our consent revoked or lapsed elsewhere (another client of ours,
+        // an expiry): our talk stops as if revoked here.
+        if self.floor.is_transmitting()
+            && !self.consents.may_talk(&self.user_id, &self.device_id, now)
+        {
+            self.floor
+                .handle_revoked(&self.user_id, &self.device_id, now);
+        }
         self.drain_floor();
     }
 

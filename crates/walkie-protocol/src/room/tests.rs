@@ -351,3 +351,16 @@ fn new_settings_from_state_apply_to_the_next_talk() {
     m.send_audio(&session, vec![vec![1]], T0 + 10_000, T0 + 10_000)
         .unwrap();
 }
+
+#[test]
+fn our_consent_gone_from_the_room_state_stops_our_talk() {
+    let mut m = machine();
+    let session = m.press(T0).unwrap();
+    let mut consents = ConsentSet::new();
+    grant(&mut consents, "bob", true, None);
+    m.handle_state(Some(group()), consents, T0 + 100);
+    assert_eq!(
+        m.send_audio(&session, vec![vec![1]], T0 + 120, T0 + 120),
+        Err(TalkStopped::Other(StopReason::Revoked))
+    );
+}
