@@ -177,6 +177,11 @@ impl RoomMachine {
         &self.consents
     }
 
+    /// The floor's state, read-only (the simulator checks it).
+    pub fn floor(&self) -> &Floor {
+        &self.floor
+    }
+
     /// The remote talker being played, if any.
     pub fn holder(&self) -> Option<&Claim> {
         self.floor.holder()

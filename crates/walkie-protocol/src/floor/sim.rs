@@ -1,5 +1,8 @@
 //! Discrete-event simulation of 2–5 clients arbitrating one floor, and the
-//! property tests that drive it.
+//! property tests that drive it. Each client is a whole
+//! [`RoomMachine`](crate::room::RoomMachine) (group marker, consents and
+//! floor, as the engine drives it), every member consenting to talk; the
+//! floor's own state is read through `RoomMachine::floor` for the checks.
 //!
 //! Each client has its own clock offset (±300 ms), every directed link its
 //! own base delay, and every message its own jitter, so messages reorder
@@ -35,7 +38,10 @@ use proptest::test_runner::{Config, TestRunner};
 use serde_json::Value;
 
 use super::*;
-use crate::{ChunkHeader, DeviceId, RoomId, SessionId, UserId, ValidatedChunk};
+use crate::{
+    room::{PressError, RoomEvent, RoomMachine},
+    ChunkHeader, ConsentSet, DeviceId, RoomId, SessionId, UserId, ValidatedChunk, WalkieGroup,
+};
 
 /// Real time zero (ms since the epoch), far from 0 so skewed clocks stay
 /// positive.
@@ -111,7 +117,7 @@ enum Ev {
 }
 
 struct Client {
-    floor: Floor,
+    machine: RoomMachine,
     user: UserId,
     device: DeviceId,
     offset: i64,
@@ -181,6 +187,17 @@ fn device_of(i: usize) -> DeviceId {
 impl Sim {
     fn new(sc: &Scenario) -> Self {
         let room = RoomId::parse("!walkie:server0.example").unwrap();
+        let group = WalkieGroup {
+            lease_ms: sc.cfg.lease_ms,
+            max_talk_ms: sc.cfg.max_talk_ms,
+            ..WalkieGroup::default()
+        };
+        let mut consents = ConsentSet::new();
+        for i in 0..sc.offsets.len() {
+            let key = format!("_{}_{}", user_of(i), device_of(i));
+            let grant = serde_json::json!({ "receive": true, "talk": true });
+            consents.apply(&key, &user_of(i), &grant, REAL0).unwrap();
+        }
         let clients = sc
             .offsets
             .iter()
@@ -192,7 +209,14 @@ impl Sim {
                     SessionId::parse(&format!("c{i}-session-{n:06}")).unwrap()
                 });
                 Client {
-                    floor: Floor::new(room.clone(), user_of(i), device_of(i), sc.cfg, source),
+                    machine: RoomMachine::new(
+                        room.clone(),
+                        user_of(i),
+                        device_of(i),
+                        Some(group),
+                        consents.clone(),
+                        source,
+                    ),
                     user: user_of(i),
                     device: device_of(i),
                     offset,
@@ -297,12 +321,14 @@ impl Sim {
     }
 
     /// Processes a client's outputs: events (checked against the model),
-    /// control messages, and its next timer.
-    fn drain(&mut self, c: usize) {
-        while let Some(ev) = self.clients[c].floor.poll_event() {
+    /// messages, and its next timer. Returns the sessions whose audio the
+    /// machine handed out for playing.
+    fn drain(&mut self, c: usize) -> Vec<SessionId> {
+        let mut played = Vec::new();
+        while let Some(ev) = self.clients[c].machine.poll_event() {
             let cl = &mut self.clients[c];
             match ev {
-                FloorEvent::StartTransmitting { session_id, .. } => {
+                RoomEvent::TransmitStarted { session_id } => {
                     assert!(cl.playing.is_none(), "(d) client {c} starts over a holder");
                     assert!(cl.transmitting.is_none());
                     cl.transmitting = Some(session_id.clone());
@@ -320,7 +346,7 @@ impl Sim {
                         },
                     );
                 }
-                FloorEvent::StopTransmitting { session_id, reason } => {
+                RoomEvent::TransmitStopped { session_id, reason } => {
                     assert_eq!(cl.transmitting.as_ref(), Some(&session_id));
                     cl.transmitting = None;
                     // A loser stopping changes no client's holder (they all
@@ -332,11 +358,7 @@ impl Sim {
                         self.disturb(self.max_delay);
                     }
                 }
-                FloorEvent::Busy { holder } => {
-                    assert!(holder.user_id != cl.user || holder.device_id != cl.device);
-                    self.stats.busy += 1;
-                }
-                FloorEvent::Holder { claim } => {
+                RoomEvent::TalkStarted { claim } => {
                     assert!(
                         cl.transmitting.is_none(),
                         "(b) client {c} plays {claim:?} while transmitting"
@@ -351,36 +373,42 @@ impl Sim {
                     }
                     cl.playing = Some(claim);
                 }
-                FloorEvent::TalkEnded { claim, reason } => {
+                RoomEvent::Audio { session_id, .. } => played.push(session_id),
+                RoomEvent::TalkEnded { claim, reason } => {
                     assert_eq!(cl.playing.as_ref(), Some(&claim), "(b) client {c}");
                     if reason == EndReason::LeaseExpired {
                         self.stats.lease_expiries += 1;
                     }
                     cl.playing = None;
                 }
-                FloorEvent::Free => {
+                RoomEvent::FloorFree => {
                     assert!(cl.playing.is_none() && cl.transmitting.is_none());
                 }
             }
         }
-        while let Some(h) = self.clients[c].floor.poll_transmit() {
-            self.send(c, &h, &[]);
+        let now = self.local(c);
+        while let Some(t) = self.clients[c].machine.poll_transmit(now) {
+            // Everyone consents: addressed to every other member.
+            assert_eq!(t.to.len(), self.clients.len() - 1);
+            self.send(c, &t.header, &t.frames);
         }
         // the getters agree with the event stream
         let cl = &self.clients[c];
-        match cl.floor.holder() {
+        let floor = cl.machine.floor();
+        match floor.holder() {
             None => assert!(cl.playing.is_none() && cl.transmitting.is_none()),
-            Some(h) if cl.floor.holder_is_local() => {
+            Some(h) if floor.holder_is_local() => {
                 assert_eq!(cl.transmitting.as_ref(), Some(&h.session_id))
             }
             Some(h) => assert_eq!(cl.playing.as_ref(), Some(h)),
         }
         self.clients[c].timer_generation += 1;
         let generation = self.clients[c].timer_generation;
-        if let Some(deadline) = self.clients[c].floor.poll_timeout() {
+        if let Some(deadline) = self.clients[c].machine.poll_timeout() {
             let real = (deadline as i64 - self.clients[c].offset) as u64;
             self.schedule(real.max(self.now), Ev::Timer { c, generation });
         }
+        played
     }
 
     fn step(&mut self, ev: Ev) {
@@ -388,19 +416,29 @@ impl Sim {
         match ev {
             Ev::Press(c) if live(self, c) => {
                 let now = self.local(c);
-                self.clients[c].floor.press(now);
+                match self.clients[c].machine.press(now) {
+                    Ok(_) => {}
+                    Err(PressError::Busy { holder }) => {
+                        let cl = &self.clients[c];
+                        assert!(holder.user_id != cl.user || holder.device_id != cl.device);
+                        self.stats.busy += 1;
+                    }
+                    Err(e) => panic!("client {c}: press refused: {e}"),
+                }
                 self.drain(c);
             }
             Ev::Release(c) if live(self, c) => {
                 let now = self.local(c);
-                self.clients[c].floor.release(now);
+                if let Some(session) = self.clients[c].transmitting.clone() {
+                    self.clients[c].machine.release(&session, now);
+                }
                 self.drain(c);
             }
             Ev::Vanish(c) if live(self, c) => {
                 self.disturb(self.max_delay + self.lease_ms);
                 self.clients[c].vanished = true;
-                if let Some(claim) = self.clients[c].floor.transmitting().cloned() {
-                    let lease = self.clients[c].floor.config().lease_ms;
+                if let Some(claim) = self.clients[c].machine.transmitting().cloned() {
+                    let lease = self.clients[c].machine.floor().config().lease_ms;
                     for d in 0..self.clients.len() {
                         if d == c {
                             continue;
@@ -427,14 +465,12 @@ impl Sim {
                 .unwrap();
                 let before = self.clients[to].playing.clone();
                 let now = self.local(to);
-                let verdict = self.clients[to].floor.handle_chunk(&chunk, now);
-                self.drain(to);
-                if verdict == ChunkVerdict::Play {
+                let _ = self.clients[to].machine.handle_chunk(chunk, now);
+                for sid in self.drain(to) {
                     self.stats.plays += 1;
-                    let sid = &chunk.header().session_id;
                     let after = &self.clients[to].playing;
                     assert!(
-                        before.iter().chain(after).any(|p| &p.session_id == sid),
+                        before.iter().chain(after).any(|p| p.session_id == sid),
                         "(b) client {to} plays {sid} but plays {before:?}/{after:?}"
                     );
                 }
@@ -443,34 +479,38 @@ impl Sim {
                 if live(self, c) && generation == self.clients[c].timer_generation =>
             {
                 let now = self.local(c);
-                self.clients[c].floor.handle_timeout(now);
+                self.clients[c].machine.handle_timeout(now);
                 self.drain(c);
             }
             Ev::Tick { c, session } if live(self, c) => {
                 let still = self.clients[c]
-                    .floor
+                    .machine
                     .transmitting()
                     .is_some_and(|cl| cl.session_id == session);
                 if !still {
                     return;
                 }
                 let now = self.local(c);
-                let header = self.clients[c].floor.next_audio_header(now - TICK_MS, now);
-                self.drain(c);
-                if let Some(h) = header {
+                let sent = self.clients[c].machine.send_audio(
+                    &session,
+                    vec![vec![0x55; 60]; 5],
+                    now - TICK_MS,
+                    now,
+                );
+                if sent.is_ok() {
                     let cl = &self.clients[c];
                     assert!(
-                        cl.floor.holder_is_local() && cl.playing.is_none(),
+                        cl.machine.floor().holder_is_local() && cl.playing.is_none(),
                         "(d) client {c} transmits while {:?} holds",
-                        cl.floor.holder()
+                        cl.machine.holder()
                     );
-                    self.send(c, &h, &vec![vec![0x55; 60]; 5]);
                     self.schedule(self.now + TICK_MS, Ev::Tick { c, session });
                 }
+                self.drain(c);
             }
             Ev::CheckVanished { c, claim } if live(self, c) => {
                 self.stats.vanish_checks += 1;
-                let f = &self.clients[c].floor;
+                let f = self.clients[c].machine.floor();
                 assert_ne!(f.holder(), Some(&claim), "(c) client {c} still holds");
                 assert!(
                     f.remote.iter().all(|r| r.claim != claim),
@@ -486,7 +526,7 @@ impl Sim {
             .clients
             .iter()
             .filter(|c| !c.vanished)
-            .map(|c| c.floor.holder().map(|h| h.session_id.clone()))
+            .map(|c| c.machine.holder().map(|h| h.session_id.clone()))
             .collect();
         self.stats.agreement_checks += 1;
         if views.first().is_some_and(Option::is_some) {
@@ -516,10 +556,11 @@ impl Sim {
         // drained: everything delivered, every talk over
         for (i, c) in self.clients.iter().enumerate().filter(|(_, c)| !c.vanished) {
             assert!(
-                c.floor.holder().is_none(),
+                c.machine.holder().is_none(),
                 "(a) client {i} not free at the end"
             );
-            assert!(c.floor.remote.is_empty() && !c.floor.is_transmitting());
+            let f = c.machine.floor();
+            assert!(f.remote.is_empty() && !f.is_transmitting());
         }
         self.stats
     }
@@ -691,10 +732,10 @@ fn two_presses_10ms_apart_resolve_within_one_way_delay() {
         }
     }
     for c in &sim.clients {
-        let h = c.floor.holder().unwrap();
+        let h = c.machine.holder().unwrap();
         assert_eq!(h.user_id, user_of(0));
     }
-    assert!(!sim.clients[1].floor.is_transmitting());
+    assert!(sim.clients[1].machine.transmitting().is_none());
     assert_eq!(sim.stats.switches, 1, "client 2 switched from the loser");
 }
 
