@@ -45,4 +45,4 @@ PAEOF
   pactl info >/dev/null 2>&1 || { cat "$PA/log"; die "the private PulseAudio did not start"; }
   say "private PulseAudio at $PULSE_SERVER"
 fi
-cargo bench -p walkie-audio --bench audio --locked
+cargo bench -p walkie-audio --features test-utils --bench audio --locked

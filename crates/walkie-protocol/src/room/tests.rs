@@ -47,12 +47,8 @@ fn group() -> WalkieGroup {
     }
 }
 
-/// `me` in a walkie group where `me`, `bob` and `carol` consent to talk.
-fn machine() -> RoomMachine {
-    let mut consents = ConsentSet::new();
-    for who in ["me", "bob", "carol"] {
-        grant(&mut consents, who, true, None);
-    }
+/// `me` in a walkie group with `consents`.
+fn machine_with(consents: ConsentSet) -> RoomMachine {
     RoomMachine::new(
         room(),
         user("me"),
@@ -61,6 +57,15 @@ fn machine() -> RoomMachine {
         consents,
         counter(),
     )
+}
+
+/// `me` in a walkie group where `me`, `bob` and `carol` consent to talk.
+fn machine() -> RoomMachine {
+    let mut consents = ConsentSet::new();
+    for who in ["me", "bob", "carol"] {
+        grant(&mut consents, who, true, None);
+    }
+    machine_with(consents)
 }
 
 fn chunk(who: &str, session: &str, seq: u32, start: u64, ts: u64) -> ValidatedChunk {
@@ -116,14 +121,7 @@ fn audio_is_admitted_only_while_this_device_consents_to_receive() {
     let mut consents = ConsentSet::new();
     grant(&mut consents, "me", false, Some(T0 + 1_000));
     grant(&mut consents, "bob", true, None);
-    let mut m = RoomMachine::new(
-        room(),
-        user("me"),
-        dev("me"),
-        Some(group()),
-        consents,
-        counter(),
-    );
+    let mut m = machine_with(consents);
     assert_eq!(
         m.handle_chunk(chunk("bob", "b", 0, T0, T0), T0 + 10),
         Ok(())
@@ -142,14 +140,7 @@ fn audio_needs_the_senders_talk_consent_at_the_claims_start() {
     // bob may talk until T0 + 500; dave may only receive.
     grant(&mut consents, "bob", true, Some(T0 + 500));
     grant(&mut consents, "dave", false, None);
-    let mut m = RoomMachine::new(
-        room(),
-        user("me"),
-        dev("me"),
-        Some(group()),
-        consents,
-        counter(),
-    );
+    let mut m = machine_with(consents);
     assert_eq!(
         m.handle_chunk(chunk("dave", "d", 0, T0, T0), T0),
         Err(Dropped::NoTalkConsent)
@@ -224,14 +215,7 @@ fn a_replayed_message_is_dropped_by_the_floor() {
 fn pressing_needs_talk_consent_now() {
     let mut consents = ConsentSet::new();
     grant(&mut consents, "me", true, Some(T0 + 1_000));
-    let mut m = RoomMachine::new(
-        room(),
-        user("me"),
-        dev("me"),
-        Some(group()),
-        consents,
-        counter(),
-    );
+    let mut m = machine_with(consents);
     let session = m.press(T0 + 999).unwrap();
     m.release(&session, T0 + 999);
     assert_eq!(m.press(T0 + 1_000), Err(PressError::NoConsent));
@@ -256,14 +240,7 @@ fn our_messages_go_to_the_devices_that_consent_now_not_to_us() {
     grant(&mut consents, "me", true, None);
     grant(&mut consents, "bob", false, None);
     grant(&mut consents, "carol", false, Some(T0 + 500));
-    let mut m = RoomMachine::new(
-        room(),
-        user("me"),
-        dev("me"),
-        Some(group()),
-        consents,
-        counter(),
-    );
+    let mut m = machine_with(consents);
     let session = m.press(T0).unwrap();
     let claim = transmits(&mut m, T0);
     assert_eq!(claim.len(), 1);
