@@ -16,10 +16,10 @@ use thiserror::Error;
 
 /// Walkie's only sample rate, in Hz.
 pub const SAMPLE_RATE: u32 = 48_000;
-/// Length of one frame in milliseconds.
-pub const FRAME_MS: u32 = 20;
+/// Length of one frame in milliseconds (the protocol's one constant).
+pub use walkie_protocol::FRAME_MS;
 /// Samples in one 20 ms frame at 48 kHz, mono.
-pub const FRAME_SAMPLES: usize = 960;
+pub const FRAME_SAMPLES: usize = (SAMPLE_RATE as u64 * FRAME_MS / 1000) as usize;
 /// Default encoder bitrate in bit/s.
 pub const DEFAULT_BITRATE: u32 = 24_000;
 /// Default expected packet loss the encoder plans FEC for, in percent.
@@ -295,7 +295,7 @@ mod tests {
         assert_eq!(enc.config().packet_loss_percent, 10);
         // libopus VoIP at 48 kHz: 2.5 ms + 4 ms of lookahead.
         assert_eq!(enc.pre_skip(), 312);
-        assert_eq!(FRAME_SAMPLES as u32, SAMPLE_RATE / 1000 * FRAME_MS);
+        assert_eq!(FRAME_SAMPLES as u64, u64::from(SAMPLE_RATE) / 1000 * FRAME_MS);
     }
 
     #[test]

@@ -188,7 +188,7 @@ impl FrameSource for WavSource {
         if self.realtime {
             let started = *self.started.get_or_insert_with(Instant::now);
             // Frame n is complete at start + (n + 1) x 20 ms.
-            let due = started + Duration::from_millis(u64::from(FRAME_MS) * (index as u64 + 1));
+            let due = started + Duration::from_millis(FRAME_MS * (index as u64 + 1));
             let now = Instant::now();
             if due > now {
                 std::thread::sleep(due - now);
@@ -238,7 +238,7 @@ impl WavSink {
 impl FrameSink for WavSink {
     fn frames_wanted(&mut self) -> Result<usize> {
         let started = *self.started.get_or_insert_with(Instant::now);
-        let due = started.elapsed().as_millis() as u64 / u64::from(FRAME_MS) + 1;
+        let due = started.elapsed().as_millis() as u64 / FRAME_MS + 1;
         Ok(due.saturating_sub(self.written) as usize)
     }
 

@@ -51,8 +51,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-/// Duration of one Opus frame.
-pub const FRAME_MS: u64 = 20;
+/// Duration of one Opus frame (the protocol's one constant).
+pub use walkie_protocol::FRAME_MS;
 /// Lowest target delay: one frame (a frame can only be played once complete).
 pub const MIN_TARGET_MS: u64 = 20;
 /// Highest target delay: one federation burst period (~2 s) plus margin.

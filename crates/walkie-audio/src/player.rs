@@ -671,7 +671,7 @@ mod tests {
         fn frames_wanted(&mut self) -> crate::frames::Result<usize> {
             let mut started = self.started.lock().unwrap();
             let t0 = *started.get_or_insert_with(Instant::now);
-            let due = t0.elapsed().as_millis() as usize / 20 + 2;
+            let due = t0.elapsed().as_millis() as usize / crate::codec::FRAME_MS as usize + 2;
             let written = self.samples.lock().unwrap().len() / FRAME_SAMPLES;
             Ok(due.saturating_sub(written))
         }

@@ -81,7 +81,7 @@ impl ChunkHeader {
             seq: self.seq,
             start_ts: self.start_ts,
             ts: self.ts,
-            frame_ms: FRAME_MS,
+            frame_ms: FRAME_MS as u32,
             frames: frames.iter().map(|f| FRAME_B64.encode(f)).collect(),
             end: self.end,
         };
@@ -124,7 +124,7 @@ impl ValidatedChunk {
         sender_device: &DeviceId,
     ) -> Result<Self, ProtocolError> {
         let raw: RawChunk = RawChunk::deserialize(content).map_err(malformed)?;
-        if raw.frame_ms != FRAME_MS {
+        if u64::from(raw.frame_ms) != FRAME_MS {
             return Err(ProtocolError::UnsupportedFrameMs(raw.frame_ms));
         }
         if raw.frames.len() > MAX_FRAMES_PER_CHUNK {

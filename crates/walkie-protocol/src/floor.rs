@@ -103,7 +103,7 @@ impl FloorConfig {
 
     /// How long a local talker may stay silent before a keep-alive.
     pub fn keepalive_ms(&self) -> u64 {
-        (self.lease_ms / 4).max(u64::from(FRAME_MS))
+        (self.lease_ms / 4).max(FRAME_MS)
     }
 }
 

@@ -59,7 +59,7 @@ pub const TALK_REFERENCE_KEY: &str = "org.matrix.msc4002.talk";
 /// The only protocol version this implementation speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Duration of one Opus frame, the only value accepted in `frame_ms`.
-pub const FRAME_MS: u32 = 20;
+pub const FRAME_MS: u64 = 20;
 /// Maximum Opus packets per audio message (200 ms of audio). Batching is a
 /// latency/overhead knob for the sender; receivers refuse more than this.
 pub const MAX_FRAMES_PER_CHUNK: usize = 10;
@@ -94,10 +94,10 @@ pub const MAX_ID_LEN: usize = 255;
 
 /// Frames (of [`FRAME_MS`]) in `ms` milliseconds, rounded to the nearest.
 pub const fn frames_in(ms: u64) -> u64 {
-    (ms + FRAME_MS as u64 / 2) / FRAME_MS as u64
+    (ms + FRAME_MS / 2) / FRAME_MS
 }
 
 /// Milliseconds of `frames` frames.
 pub const fn frames_ms(frames: u64) -> u64 {
-    frames * FRAME_MS as u64
+    frames * FRAME_MS
 }
