@@ -295,7 +295,10 @@ mod tests {
         assert_eq!(enc.config().packet_loss_percent, 10);
         // libopus VoIP at 48 kHz: 2.5 ms + 4 ms of lookahead.
         assert_eq!(enc.pre_skip(), 312);
-        assert_eq!(FRAME_SAMPLES as u64, u64::from(SAMPLE_RATE) / 1000 * FRAME_MS);
+        assert_eq!(
+            FRAME_SAMPLES as u64,
+            u64::from(SAMPLE_RATE) / 1000 * FRAME_MS
+        );
     }
 
     #[test]

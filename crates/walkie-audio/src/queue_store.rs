@@ -698,7 +698,15 @@ mod tests {
                 let packets: Vec<Vec<u8>> = (0..30).map(|i| pkt(k as u8, i)).collect();
                 for (m, chunk) in packets.chunks(3).enumerate() {
                     let first = m as u64 * 3;
-                    q.push(g, s, first, first * crate::jitter::FRAME_MS, chunk.to_vec(), 0).unwrap();
+                    q.push(
+                        g,
+                        s,
+                        first,
+                        first * crate::jitter::FRAME_MS,
+                        chunk.to_vec(),
+                        0,
+                    )
+                    .unwrap();
                 }
             }
             // Nothing is saved before a talk is complete.
