@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 use tauri::{AppHandle, Manager, State};
-use walkie_core::{engine::now_ms, protocol::Consent, Engine};
+use walkie_core::{engine::now_ms, Engine};
 
 use crate::{
     config::{AppConfig, Credentials},
@@ -123,14 +123,11 @@ pub async fn grant_consent(
     minutes: Option<u64>,
 ) -> Result<(), String> {
     let engine = engine(&radio)?;
-    let consent = Consent {
-        receive: true,
-        talk: true,
-        expires_ts: minutes.map(|m| now_ms() + m.saturating_mul(60_000)),
-    };
+    let duration = minutes.map(|m| std::time::Duration::from_secs(m.saturating_mul(60)));
     engine
-        .set_consent(&room, Some(consent))
+        .grant_consent(&room, duration, true)
         .await
+        .map(|_| ())
         .map_err(|e| e.to_string())
 }
 
@@ -138,7 +135,7 @@ pub async fn grant_consent(
 pub async fn revoke_consent(radio: State<'_, Radio>, room: String) -> Result<(), String> {
     let engine = engine(&radio)?;
     engine
-        .set_consent(&room, None)
+        .revoke_consent(&room)
         .await
         .map_err(|e| e.to_string())
 }

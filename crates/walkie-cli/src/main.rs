@@ -17,7 +17,6 @@ use serde_json::json;
 use walkie_core::{
     engine::now_ms,
     live_talk::{Input, TalkOptions, TalkOutcome},
-    protocol::Consent,
     Account, Engine, EngineEvent, EngineTasks, SignInRequest,
 };
 
@@ -156,8 +155,8 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
     Ok(base.join("walkie/cli"))
 }
 
-/// `15m`, `1h`, `8h`, `90s`, `forever` → expiry timestamp (None = forever).
-fn parse_duration(s: &str) -> anyhow::Result<Option<u64>> {
+/// `15m`, `1h`, `8h`, `90s` or `forever` (`None`): how long a consent lasts.
+fn parse_duration(s: &str) -> anyhow::Result<Option<Duration>> {
     if s == "forever" {
         return Ok(None);
     }
@@ -165,13 +164,13 @@ fn parse_duration(s: &str) -> anyhow::Result<Option<u64>> {
     let n: u64 = num
         .parse()
         .with_context(|| format!("bad duration {s:?}: use 15m, 1h, 8h or forever"))?;
-    let ms = match unit {
-        "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3_600),
         _ => anyhow::bail!("bad duration {s:?}: use 15m, 1h, 8h or forever"),
     };
-    Ok(Some(now_ms() + ms))
+    Ok(Some(Duration::from_secs(secs)))
 }
 
 #[tokio::main]
@@ -357,16 +356,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let (engine, tasks, _events) = start_engine(&account).await?;
             let room = resolve_room(&engine, &room).await?;
             let consent = if revoke {
+                engine.revoke_consent(&room).await?;
                 None
             } else {
-                let expires_ts = parse_duration(duration.as_deref().unwrap_or("1h"))?;
-                Some(Consent {
-                    receive: true,
-                    talk: !receive_only,
-                    expires_ts,
-                })
+                let duration = parse_duration(duration.as_deref().unwrap_or("1h"))?;
+                Some(engine.grant_consent(&room, duration, !receive_only).await?)
             };
-            engine.set_consent(&room, consent).await?;
             println!(
                 "{}",
                 json!({"room_id": room, "consent": consent.map(|c| json!({"talk": c.talk, "expires_ts": c.expires_ts}))})

@@ -61,6 +61,16 @@ pub struct Consent {
 }
 
 impl Consent {
+    /// A grant to receive (and to talk, if `talk`) from `now` for
+    /// `duration_ms` (`None`: until revoked).
+    pub fn granted_for(duration_ms: Option<u64>, talk: bool, now: u64) -> Self {
+        Self {
+            receive: true,
+            talk,
+            expires_ts: duration_ms.map(|d| now.saturating_add(d)),
+        }
+    }
+
     /// Whether this grant is still in force at `now` (expiry is exclusive).
     pub fn is_active(&self, now: u64) -> bool {
         (self.receive || self.talk) && self.expires_ts.is_none_or(|e| now < e)

@@ -222,7 +222,7 @@ impl Engine {
         room_state::enable(&sdk_room, &WalkieGroup::default()).await
     }
 
-    /// Grants this device's consent in `room` (`expires_ts: None` = until
+    /// Sets this device's consent in `room` (`expires_ts: None` = until
     /// revoked), or revokes it with `None` (effective here at once).
     pub async fn set_consent(
         &self,
@@ -246,6 +246,28 @@ impl Engine {
             });
         }
         Ok(())
+    }
+
+    /// Grants this device's consent in `room` for `duration` (`None`: until
+    /// revoked); `talk: false` only receives. Returns the grant.
+    pub async fn grant_consent(
+        &self,
+        room: &str,
+        duration: Option<std::time::Duration>,
+        talk: bool,
+    ) -> Result<Consent, EngineError> {
+        let consent = Consent::granted_for(
+            duration.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            talk,
+            now_ms(),
+        );
+        self.set_consent(room, Some(consent)).await?;
+        Ok(consent)
+    }
+
+    /// Revokes this device's consent in `room` (effective here at once).
+    pub async fn revoke_consent(&self, room: &str) -> Result<(), EngineError> {
+        self.set_consent(room, None).await
     }
 
     fn is_group(&self, id: &RoomId) -> bool {
