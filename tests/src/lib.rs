@@ -15,6 +15,38 @@ pub mod webdriver;
 pub use pulse::PulseAudio;
 pub use synapse::{Registered, Synapse};
 
+/// A binary of this workspace: the path in `env_var` if set, else `name`
+/// in the test's own target directory (where `cargo build -p package`
+/// puts it); a missing binary is an error saying how to build it.
+pub fn workspace_binary(
+    env_var: &str,
+    name: &str,
+    package: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context;
+    if let Some(p) = std::env::var_os(env_var) {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test exe has no target dir")?;
+    let bin = profile_dir.join(name);
+    anyhow::ensure!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p {package}` (scripts/test.sh does)",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// The `walkie` CLI: `WALKIE_CLI_BIN`, else `walkie` in the test's target
+/// directory (`cargo build -p walkie-cli` puts it there).
+pub fn cli_binary() -> anyhow::Result<std::path::PathBuf> {
+    workspace_binary("WALKIE_CLI_BIN", "walkie", "walkie-cli")
+}
+
 /// Sets up `tracing` output for a test binary once (RUST_LOG filters it).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()

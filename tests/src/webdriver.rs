@@ -45,22 +45,7 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 /// The app binary: `WALKIE_APP_BIN`, else `walkie-app` in the test's target
 /// directory (`cargo build -p walkie-app` puts it there).
 pub fn app_binary() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("WALKIE_APP_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test exe has no target dir")?;
-    let bin = profile_dir.join("walkie-app");
-    if !bin.exists() {
-        bail!(
-            "{} is missing: build it first with `cargo build -p walkie-app` (scripts/test.sh does)",
-            bin.display()
-        );
-    }
-    Ok(bin)
+    crate::workspace_binary("WALKIE_APP_BIN", "walkie-app", "walkie-app")
 }
 
 /// tauri-driver: `WALKIE_TAURI_DRIVER` (scripts/setup.sh exports it), else

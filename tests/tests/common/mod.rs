@@ -1,4 +1,5 @@
-//! Shared helpers for the CLI's end-to-end tests: run `walkie` with its own
+//! Shared helpers for the end-to-end tests that drive the `walkie` CLI (and
+//! the app beside it): run `walkie` with its own
 //! data directory per device, start listeners, read back voice messages.
 #![allow(dead_code)]
 
@@ -15,7 +16,11 @@ use serde_json::Value;
 use walkie_audio::similarity::normalised_cross_correlation;
 use walkie_tests::Synapse;
 
-pub const WALKIE: &str = env!("CARGO_BIN_EXE_walkie");
+/// The `walkie` CLI binary (see [`walkie_tests::cli_binary`]); a test
+/// cannot run without it, so its absence stops the test with the reason.
+pub fn walkie() -> PathBuf {
+    walkie_tests::cli_binary().unwrap_or_else(|e| panic!("{e:#}"))
+}
 
 pub struct Cli {
     pub dir: PathBuf,
@@ -29,7 +34,7 @@ impl Cli {
     }
 
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(WALKIE);
+        let mut cmd = Command::new(walkie());
         cmd.arg("--data-dir")
             .arg(&self.dir)
             .env("RUST_LOG", "warn,walkie_core=info,walkie_audio=info");

@@ -7,12 +7,11 @@ use std::process::Command;
 use anyhow::{ensure, Result};
 use walkie_tests::Synapse;
 
-const WALKIE: &str = env!("CARGO_BIN_EXE_walkie");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_info_lists_versions_of_a_real_homeserver() -> Result<()> {
     let hs = Synapse::start().await?;
-    let out = Command::new(WALKIE)
+    let out = Command::new(walkie_tests::cli_binary()?)
         .args(["server-info", &hs.url()])
         .output()?;
     ensure!(
@@ -39,7 +38,7 @@ fn unreachable_homeserver_exits_with_code_3_and_says_why() -> Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let out = Command::new(WALKIE)
+    let out = Command::new(walkie_tests::cli_binary()?)
         .args(["server-info", &format!("http://127.0.0.1:{port}")])
         .output()?;
     assert_eq!(out.status.code(), Some(3));
