@@ -83,7 +83,7 @@ pub(super) async fn post_pending(inner: &Inner) -> OutboxReport {
             return report;
         }
     };
-    report.pending = all - entries.len();
+    report.pending = all.saturating_sub(entries.len());
     for meta in entries {
         let result = async {
             let packets = inner.outbox.packets(&meta.session_id)?;
