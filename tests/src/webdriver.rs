@@ -487,6 +487,22 @@ impl AppDriver {
         self.find(css).await?.text().await
     }
 
+    /// Clicks the first element matching `css`, finding it again while it
+    /// is missing or was replaced by a re-render (the panel redraws on
+    /// every status change), up to `timeout`.
+    pub async fn click(&self, css: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match async { self.find(css).await?.click().await }.await {
+                Ok(()) => return Ok(()),
+                Err(e) if is_transient(&e) && Instant::now() < deadline => {
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                }
+                Err(e) => return Err(e.context(format!("clicking {css}"))),
+            }
+        }
+    }
+
     /// Polls the DOM until the first element matching `css` exists and its
     /// text satisfies `predicate`; returns that element.
     pub async fn wait_for(

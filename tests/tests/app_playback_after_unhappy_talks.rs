@@ -163,7 +163,7 @@ async fn after_a_busy_a_capped_and_a_revoked_talk_the_next_talks_play_live() -> 
         let (live, _) = app
             .wait_for_log_after(since, &["capture live"], STEP)
             .await?;
-        app.find(&format!("{group} .revoke")).await?.click().await?;
+        app.click(&format!("{group} .revoke"), STEP).await?;
         app.wait_for_log_after(live, &["stopped transmitting", "consent was revoked"], STEP)
             .await
     }
@@ -173,9 +173,7 @@ async fn after_a_busy_a_capped_and_a_revoked_talk_the_next_talks_play_live() -> 
     eprintln!("revoked: {line}");
     app.wait_for(&format!("{group} .mine"), |t| t == "Not consenting", STEP)
         .await?;
-    app.find(&format!("{group} button[data-minutes='60']"))
-        .await?
-        .click()
+    app.click(&format!("{group} button[data-minutes='60']"), STEP)
         .await?;
     app.wait_for(
         &format!("{group} .mine"),

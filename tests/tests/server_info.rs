@@ -7,7 +7,6 @@ use std::process::Command;
 use anyhow::{ensure, Result};
 use walkie_tests::Synapse;
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_info_lists_versions_of_a_real_homeserver() -> Result<()> {
     let hs = Synapse::start().await?;
