@@ -47,6 +47,23 @@ pub fn cli_binary() -> anyhow::Result<std::path::PathBuf> {
     workspace_binary("WALKIE_CLI_BIN", "walkie", "walkie-cli")
 }
 
+/// Waits up to `limit` for `child` to exit; `None` if it still runs.
+pub fn wait_for_exit(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Sets up `tracing` output for a test binary once (RUST_LOG filters it).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()

@@ -42,7 +42,7 @@ use std::{
     io::{BufRead, BufReader},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Output, Stdio},
+    process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
@@ -93,20 +93,6 @@ fn signal(child: &Child, signal: libc::c_int) {
     // SAFETY: kill(2) on the pid of a child we own and have not reaped.
     unsafe {
         libc::kill(child.id() as libc::pid_t, signal);
-    }
-}
-
-/// Waits up to `timeout` for the child to exit.
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -531,7 +517,7 @@ impl PulseAudio {
         };
         signal(&child, libc::SIGTERM);
         if !matches!(
-            wait_timeout(&mut child, Duration::from_secs(5)),
+            crate::wait_for_exit(&mut child, Duration::from_secs(5)),
             Ok(Some(_))
         ) {
             let _ = child.kill();
@@ -589,7 +575,7 @@ impl Recorder {
             );
         }
         signal(&child, libc::SIGINT);
-        match wait_timeout(&mut child, Duration::from_secs(10))? {
+        match crate::wait_for_exit(&mut child, Duration::from_secs(10))? {
             Some(status) if status.success() => Ok(self.path.clone()),
             Some(status) => bail!("parecord exited with {status}: {}", self.log()),
             None => {

@@ -35,13 +35,9 @@ async fn mic_to_speaker_through_synapse_and_nothing_left_open() -> Result<()> {
     let alice_audio = PulseAudio::start()?;
     let bob_audio = PulseAudio::start()?;
     let root = tempfile::tempdir()?;
-    let people = users(&hs, root.path(), &["alice", "bob"]).await?;
-    let [(alice, _), (bob, bob_r)] = &people[..] else {
-        anyhow::bail!("two users expected");
-    };
-    let room = group(alice, &[(bob, &bob_r.user_id)], &[])?;
-    alice.ok(&["consent", &room, "--for", "1h"])?;
-    bob.ok(&["consent", &room, "--for", "1h"])?;
+    let Pair {
+        alice, bob, room, ..
+    } = &pair_in_group(&hs, root.path(), &[]).await?;
     let speech = root.path().join("speech.wav");
     speech_wav(&speech, 4.0)?;
 
@@ -53,7 +49,7 @@ async fn mic_to_speaker_through_synapse_and_nothing_left_open() -> Result<()> {
     let (mut listener, bob_events) = spawn_listener(
         listen,
         &[
-            &room,
+            room,
             "--play",
             "--out",
             root.path().join("bob-out").to_str().unwrap_or_default(),
@@ -67,7 +63,7 @@ async fn mic_to_speaker_through_synapse_and_nothing_left_open() -> Result<()> {
     let alice_recorder = alice_audio.record_speaker(&alice_speaker)?;
     let mut talk = alice.command();
     talk.envs(alice_audio.env())
-        .args(["talk", &room, "--mic", "--seconds", "5.5"])
+        .args(["talk", room, "--mic", "--seconds", "5.5"])
         .stdout(Stdio::piped());
     let mut talker = talk.spawn()?;
     let talk_lines = json_lines(talker.stdout.take().context("talk stdout")?);
@@ -192,17 +188,13 @@ async fn capture_device_vanishing_mid_talk_ends_the_talk_cleanly() -> Result<()>
     let hs = Synapse::start().await?;
     let mut alice_audio = PulseAudio::start()?;
     let root = tempfile::tempdir()?;
-    let people = users(&hs, root.path(), &["alice", "bob"]).await?;
-    let [(alice, _), (bob, bob_r)] = &people[..] else {
-        anyhow::bail!("two users expected");
-    };
-    let room = group(alice, &[(bob, &bob_r.user_id)], &[])?;
-    alice.ok(&["consent", &room, "--for", "1h"])?;
-    bob.ok(&["consent", &room, "--for", "1h"])?;
+    let Pair {
+        alice, bob, room, ..
+    } = &pair_in_group(&hs, root.path(), &[]).await?;
     let speech = root.path().join("speech.wav");
     speech_wav(&speech, 8.0)?;
     let (mut listener, bob_events) = bob.listen(&[
-        &room,
+        room,
         "--out",
         root.path().join("bob-out").to_str().unwrap_or_default(),
         "--timeout",
@@ -211,7 +203,7 @@ async fn capture_device_vanishing_mid_talk_ends_the_talk_cleanly() -> Result<()>
 
     let mut talk = alice.command();
     talk.envs(alice_audio.env())
-        .args(["talk", &room, "--mic", "--no-cues", "--seconds", "30"])
+        .args(["talk", room, "--mic", "--no-cues", "--seconds", "30"])
         .stdout(Stdio::piped());
     let mut talker = talk.spawn()?;
     let talk_lines = json_lines(talker.stdout.take().context("talk stdout")?);

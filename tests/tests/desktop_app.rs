@@ -20,23 +20,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(90);
 const STAY_UP: Duration = Duration::from_secs(5);
 const EXIT_WITHIN: Duration = Duration::from_secs(2);
 
-/// Waits for the child to exit, up to `limit`; `None` if it is still running.
-fn wait_exit(
-    child: &mut std::process::Child,
-    limit: Duration,
-) -> Result<Option<std::process::ExitStatus>> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_starts_signed_in_shows_panel_and_exits_on_sigterm() -> Result<()> {
     init_tracing();
@@ -92,7 +75,7 @@ async fn app_starts_signed_in_shows_panel_and_exits_on_sigterm() -> Result<()> {
     ensure!(!windows.is_empty(), "no visible Walkie window");
 
     // Stays up.
-    if let Some(status) = wait_exit(app.child(), STAY_UP)? {
+    if let Some(status) = walkie_tests::wait_for_exit(app.child(), STAY_UP)? {
         bail!("the app exited by itself with {status}");
     }
     let shots = std::env::var_os("WALKIE_SCREENSHOT_DIR")
@@ -108,7 +91,7 @@ async fn app_starts_signed_in_shows_panel_and_exits_on_sigterm() -> Result<()> {
         libc::kill(app.pid() as libc::pid_t, libc::SIGTERM);
     }
     let term_at = Instant::now();
-    let status = wait_exit(app.child(), EXIT_WITHIN)?
+    let status = walkie_tests::wait_for_exit(app.child(), EXIT_WITHIN)?
         .with_context(|| format!("the app was still running {EXIT_WITHIN:?} after SIGTERM"))?;
     eprintln!(
         "exited {} ms after SIGTERM with {status}",

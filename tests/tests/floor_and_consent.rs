@@ -24,15 +24,7 @@ fn events<'a>(all: &'a [Value], kind: &str) -> Vec<&'a Value> {
 async fn presses_10ms_apart_converge_on_one_talker() -> Result<()> {
     let hs = Synapse::start().await?;
     let root = tempfile::tempdir()?;
-    let mut people = users(&hs, root.path(), &["alice", "bob", "carol"])
-        .await?
-        .into_iter();
-    let (Some((alice, a)), Some((bob, b)), Some((carol, c))) =
-        (people.next(), people.next(), people.next())
-    else {
-        anyhow::bail!("users");
-    };
-    let room = group(&alice, &[(&bob, &b.user_id), (&carol, &c.user_id)], &[])?;
+    let ([(alice, a), (bob, _), (carol, _)], room) = trio_in_group(&hs, root.path()).await?;
     for cli in [&alice, &bob, &carol] {
         cli.ok(&["consent", &room, "--for", "1h"])?;
     }
@@ -125,22 +117,16 @@ async fn presses_10ms_apart_converge_on_one_talker() -> Result<()> {
 async fn a_killed_talker_frees_the_floor_within_the_lease_and_posts_on_restart() -> Result<()> {
     let hs = Synapse::start().await?;
     let root = tempfile::tempdir()?;
-    let mut people = users(&hs, root.path(), &["alice", "bob"])
-        .await?
-        .into_iter();
-    let (Some((alice, _)), Some((bob, b))) = (people.next(), people.next()) else {
-        anyhow::bail!("users");
-    };
-    let room = group(&alice, &[(&bob, &b.user_id)], &[])?;
-    alice.ok(&["consent", &room, "--for", "1h"])?;
-    bob.ok(&["consent", &room, "--for", "1h"])?;
-    let lease_ms = alice.ok(&["status", &room])?["lease_ms"]
+    let Pair {
+        alice, bob, room, ..
+    } = &pair_in_group(&hs, root.path(), &[]).await?;
+    let lease_ms = alice.ok(&["status", room])?["lease_ms"]
         .as_u64()
         .context("lease")?;
     let speech = root.path().join("speech.wav");
     speech_wav(&speech, 8.0)?;
     let (mut listener, rx) = bob.listen(&[
-        &room,
+        room,
         "--out",
         root.path().join("out").to_str().unwrap_or_default(),
         "--timeout",
@@ -149,7 +135,7 @@ async fn a_killed_talker_frees_the_floor_within_the_lease_and_posts_on_restart()
 
     let mut talker = alice
         .command()
-        .args(["talk", &room, "--wav", speech.to_str().unwrap_or_default()])
+        .args(["talk", room, "--wav", speech.to_str().unwrap_or_default()])
         .spawn()?;
     // Once bob has heard two seconds of audio, alice's process dies.
     let mut frames = 0u64;
@@ -178,11 +164,11 @@ async fn a_killed_talker_frees_the_floor_within_the_lease_and_posts_on_restart()
 
     // Nothing posted yet; alice's next start posts what was recorded.
     assert!(
-        voice_messages(&hs, &bob, &room).await?.is_empty(),
+        voice_messages(&hs, bob, room).await?.is_empty(),
         "posted before the restart"
     );
-    alice.ok(&["status", &room])?;
-    let voice = voice_messages(&hs, &bob, &room).await?;
+    alice.ok(&["status", room])?;
+    let voice = voice_messages(&hs, bob, room).await?;
     assert_eq!(voice.len(), 1, "after the restart: {voice:?}");
     let seconds = opusdec_seconds(&voice[0].1, root.path())?;
     eprintln!("recovered recording: {seconds:.2} s");
@@ -197,15 +183,7 @@ async fn a_killed_talker_frees_the_floor_within_the_lease_and_posts_on_restart()
 async fn an_expiring_consent_stops_delivery_and_no_consent_cannot_talk() -> Result<()> {
     let hs = Synapse::start().await?;
     let root = tempfile::tempdir()?;
-    let mut people = users(&hs, root.path(), &["alice", "bob", "carol"])
-        .await?
-        .into_iter();
-    let (Some((alice, a)), Some((bob, b)), Some((carol, c))) =
-        (people.next(), people.next(), people.next())
-    else {
-        anyhow::bail!("users");
-    };
-    let room = group(&alice, &[(&bob, &b.user_id), (&carol, &c.user_id)], &[])?;
+    let ([(alice, a), (bob, _), (carol, _)], room) = trio_in_group(&hs, root.path()).await?;
     alice.ok(&["consent", &room, "--for", "1h"])?;
     carol.ok(&["consent", &room, "--for", "1h", "--receive-only"])?;
 

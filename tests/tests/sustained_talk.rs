@@ -14,16 +14,10 @@ use common::*;
 async fn sixty_seconds_of_talk_get_no_429_and_lose_no_frame() -> Result<()> {
     let hs = Synapse::start().await?;
     let root = tempfile::tempdir()?;
-    let mut people = users(&hs, root.path(), &["alice", "bob"])
-        .await?
-        .into_iter();
-    let (Some((alice, _)), Some((bob, b))) = (people.next(), people.next()) else {
-        anyhow::bail!("users");
-    };
     // Talks may last up to two minutes in this group.
-    let room = group(&alice, &[(&bob, &b.user_id)], &["--max-talk", "120"])?;
-    alice.ok(&["consent", &room, "--for", "1h"])?;
-    bob.ok(&["consent", &room, "--for", "1h"])?;
+    let Pair {
+        alice, bob, room, ..
+    } = &pair_in_group(&hs, root.path(), &["--max-talk", "120"]).await?;
     let speech = root.path().join("speech.wav");
     // espeak's text is shorter than a minute: loop it with sox.
     let one = root.path().join("one.wav");
@@ -35,14 +29,14 @@ async fn sixty_seconds_of_talk_get_no_429_and_lose_no_frame() -> Result<()> {
         .status()?;
     anyhow::ensure!(status.success(), "sox failed");
     let (mut listener, rx) = bob.listen(&[
-        &room,
+        room,
         "--out",
         root.path().join("out").to_str().unwrap_or_default(),
         "--timeout",
         "120",
     ])?;
 
-    let talk = alice.ok(&["talk", &room, "--wav", speech.to_str().unwrap_or_default()])?;
+    let talk = alice.ok(&["talk", room, "--wav", speech.to_str().unwrap_or_default()])?;
     assert_eq!(talk["frames_sent"], 3000, "talk: {talk}");
     assert_eq!(talk["send_errors"], 0, "talk: {talk}");
     let (saved, before) = wait_for(&rx, Duration::from_secs(30), |e| e["event"] == "saved")?;

@@ -30,6 +30,10 @@ impl Rng {
     pub fn chance(&mut self, p: f64) -> bool {
         self.unit() < p
     }
+    /// Uniform in [0, n) (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
     pub fn up_to(&mut self, max: u64) -> u64 {
         self.next_u64() % (max + 1)
     }

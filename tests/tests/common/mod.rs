@@ -122,6 +122,50 @@ pub async fn users(
     Ok(out)
 }
 
+/// alice and bob (CLIs) in a walkie group of alice's, made with `extra`
+/// `create` arguments, both consenting for an hour.
+pub struct Pair {
+    pub alice: Cli,
+    pub bob: Cli,
+    pub bob_r: walkie_tests::Registered,
+    pub room: String,
+}
+
+pub async fn pair_in_group(hs: &Synapse, root: &Path, extra: &[&str]) -> Result<Pair> {
+    let mut people = users(hs, root, &["alice", "bob"]).await?.into_iter();
+    let (Some((alice, _)), Some((bob, bob_r))) = (people.next(), people.next()) else {
+        bail!("two users expected");
+    };
+    let room = group(&alice, &[(&bob, &bob_r.user_id)], extra)?;
+    alice.ok(&["consent", &room, "--for", "1h"])?;
+    bob.ok(&["consent", &room, "--for", "1h"])?;
+    Ok(Pair {
+        alice,
+        bob,
+        bob_r,
+        room,
+    })
+}
+
+/// alice, bob and carol (CLIs) in a walkie group of alice's; nobody
+/// consents yet. Returns them (with their accounts) and the room.
+pub async fn trio_in_group(
+    hs: &Synapse,
+    root: &Path,
+) -> Result<([(Cli, walkie_tests::Registered); 3], String)> {
+    let people: [(Cli, walkie_tests::Registered); 3] =
+        match users(hs, root, &["alice", "bob", "carol"])
+            .await?
+            .try_into()
+        {
+            Ok(people) => people,
+            Err(_) => bail!("three users expected"),
+        };
+    let [(alice, _), (bob, b), (carol, c)] = &people;
+    let room = group(alice, &[(bob, &b.user_id), (carol, &c.user_id)], &[])?;
+    Ok((people, room))
+}
+
 /// Collects a listener's output lines that arrived so far.
 pub fn drain(rx: &mpsc::Receiver<Value>) -> Vec<Value> {
     rx.try_iter().collect()

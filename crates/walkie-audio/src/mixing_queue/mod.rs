@@ -601,6 +601,23 @@ impl MixingQueue {
     }
 }
 
+impl MixingQueue {
+    /// A talk about to be added (started live or restored): valid ids, not
+    /// one that is over or already queued.
+    fn check_new_talk(&self, meta: &TalkMeta) -> Result<(), QueueError> {
+        check_id("group", &meta.group)?;
+        check_id("session", &meta.session)?;
+        check_id("sender", &meta.sender)?;
+        if self.over_set.contains(&meta.session) {
+            return Err(QueueError::TalkOver(meta.session.clone()));
+        }
+        if self.talks.contains_key(&meta.session) {
+            return Err(QueueError::DuplicateTalk(meta.session.clone()));
+        }
+        Ok(())
+    }
+}
+
 fn check_id(what: &'static str, id: &str) -> Result<(), QueueError> {
     if id.is_empty() || id.len() > MAX_ID_BYTES {
         return Err(QueueError::BadId {

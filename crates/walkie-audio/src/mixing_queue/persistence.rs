@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    check_id, MixingQueue, PersistAction, QueueError, QueueEvent, Slot, State, StoredTalk, Talk,
+    MixingQueue, PersistAction, QueueError, QueueEvent, Slot, State, StoredTalk, Talk,
     MAX_PACKET_BYTES,
 };
 
@@ -72,15 +72,7 @@ impl MixingQueue {
             order,
             frames: stored_frames,
         } = stored;
-        check_id("group", &meta.group)?;
-        check_id("session", &meta.session)?;
-        check_id("sender", &meta.sender)?;
-        if self.over_set.contains(&meta.session) {
-            return Err(QueueError::TalkOver(meta.session));
-        }
-        if self.talks.contains_key(&meta.session) {
-            return Err(QueueError::DuplicateTalk(meta.session));
-        }
+        self.check_new_talk(&meta)?;
         let mut frames = BTreeMap::new();
         let mut bytes = 0u64;
         for (index, packet) in stored_frames {

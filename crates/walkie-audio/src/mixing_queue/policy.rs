@@ -54,15 +54,7 @@ impl MixingQueue {
     /// A remote talk started (its first message was accepted). It plays live
     /// at once when nothing else plays or waits, else it is queued or held.
     pub fn talk_started(&mut self, meta: TalkMeta, now_ms: u64) -> Result<(), QueueError> {
-        check_id("group", &meta.group)?;
-        check_id("session", &meta.session)?;
-        check_id("sender", &meta.sender)?;
-        if self.over_set.contains(&meta.session) {
-            return Err(QueueError::TalkOver(meta.session));
-        }
-        if self.talks.contains_key(&meta.session) {
-            return Err(QueueError::DuplicateTalk(meta.session));
-        }
+        self.check_new_talk(&meta)?;
         let muted = self.settings(&meta.group).muted;
         let live = !muted
             && self.current.is_none()

@@ -2,6 +2,7 @@
 //! bounds and never panic.
 
 use super::*;
+use crate::netsim::Rng;
 
 #[test]
 fn hostile_input_is_refused_or_ignored() {
@@ -96,7 +97,7 @@ fn hostile_input_is_refused_or_ignored() {
 
 #[test]
 fn random_operations_keep_bounds_and_never_panic() {
-    let mut rng = Rng(0x5eed_1234);
+    let mut rng = Rng::new(0x5eed_1234);
     let mut q = MixingQueue::new(small_limits()).unwrap();
     let groups = ["!a:x", "!b:x", "!c:x"];
     let mut now = 0u64;
@@ -126,7 +127,7 @@ fn random_operations_keep_bounds_and_never_panic() {
             2..=49 => {
                 let group = if rng.below(10) == 0 { g } else { group };
                 let first = match rng.below(20) {
-                    0 => rng.next(),
+                    0 => rng.next_u64(),
                     1 => rng.below(200),
                     _ => rng.below(110),
                 };
@@ -140,7 +141,7 @@ fn random_operations_keep_bounds_and_never_panic() {
                         vec![k as u8; len]
                     })
                     .collect();
-                let _ = q.push(group, &s, first, rng.next() % 1_000_000, packets, now);
+                let _ = q.push(group, &s, first, rng.next_u64() % 1_000_000, packets, now);
             }
             50..=52 => {
                 let _ = q.talk_ended(&s, now);
