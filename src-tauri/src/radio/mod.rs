@@ -1,10 +1,11 @@
 //! The walkie behind the tray: maps the core's station (both directions of
 //! the radio) onto the app — which group the hotkey talks into, the one
-//! talk in progress, mute and do not disturb, tray and panel state, missed-
-//! talk notifications. Press starts a talk through the station, release
-//! ends it after a short tail so the last syllable is not cut; engine
-//! events go through the station to the player. No protocol or playback
-//! logic here: that is walkie-core's and walkie-audio's.
+//! talk in progress, mute, tray and panel state; do not disturb and
+//! missed-talk notifications are in `quiet`. Press starts a talk through
+//! the station, release ends it after a short tail so the last syllable is
+//! not cut; engine events go through the station to the player. No
+//! protocol or playback logic here: that is walkie-core's and
+//! walkie-audio's.
 
 use std::{
     sync::{Arc, Mutex},
@@ -25,6 +26,8 @@ use walkie_core::{
 };
 
 use crate::status::{GroupEntry, RadioState, SharedStatus};
+
+mod quiet;
 
 /// The talk in progress: dropping `release` (or sending on it) ends it.
 struct ActiveTalk {
@@ -172,74 +175,9 @@ impl Radio {
         });
     }
 
-    /// Do not disturb: every group muted (their talks held for later) for
-    /// `duration`, or until turned off (`None`). `Some(Duration::ZERO)`
-    /// turns it off.
-    pub fn set_dnd(&self, app: &AppHandle, duration: Option<Duration>) {
-        let generation = {
-            let mut inner = lock(&self.inner);
-            inner.dnd_generation += 1;
-            inner.dnd_generation
-        };
-        let off = duration == Some(Duration::ZERO);
-        self.set_muted(app, !off);
-        let until = match duration {
-            Some(d) if !off => Some(walkie_core::engine::now_ms() + d.as_millis() as u64),
-            _ => None,
-        };
-        app.state::<SharedStatus>().update(app, |s| {
-            s.dnd = !off;
-            s.dnd_until = until;
-        });
-        tracing::info!(on = !off, until_ms = until, "do not disturb");
-        if let (Some(d), false) = (duration, off) {
-            let radio = self.clone();
-            let app = app.clone();
-            tauri::async_runtime::spawn(async move {
-                tokio::time::sleep(d).await;
-                // Only if nobody changed it since.
-                if lock(&radio.inner).dnd_generation == generation {
-                    radio.set_dnd(&app, Some(Duration::ZERO));
-                }
-            });
-        }
-    }
-
     /// Chooses the microphone for the next talks.
     pub fn set_input_device(&self, device: Option<String>) {
         lock(&self.inner).input_device = device;
-    }
-
-    /// A talk was held (not played) while do not disturb is on: a desktop
-    /// notification says who talked where, once per talk.
-    fn notify_missed(&self, app: &AppHandle, session: &str, group: &str) {
-        let status = app.state::<SharedStatus>().get();
-        if !status.dnd {
-            return;
-        }
-        let sender = lock(&self.inner)
-            .talkers
-            .get(session)
-            .cloned()
-            .unwrap_or_else(|| "Someone".to_owned());
-        let room = status
-            .groups
-            .iter()
-            .find(|g| g.room_id == group)
-            .map_or(group, |g| g.name.as_str());
-        use tauri_plugin_notification::NotificationExt;
-        let shown = app
-            .notification()
-            .builder()
-            .title("Missed talk")
-            .body(format!(
-                "{sender} in {room} — waiting in Walkie's unplayed talks"
-            ))
-            .show();
-        match shown {
-            Ok(()) => tracing::info!(%session, %sender, "missed-talk notification sent"),
-            Err(e) => tracing::warn!(error = %e, "missed-talk notification not shown"),
-        }
     }
 
     /// A talk is in progress (pressed and not yet released).
@@ -298,10 +236,7 @@ impl Radio {
     /// An engine event: received talks through the station to the player,
     /// and the status.
     pub fn on_engine_event(&self, app: &AppHandle, event: EngineEvent) {
-        if let Some(station) = self.station() {
-            station.forward(&event);
-        }
-        match event {
+        match &event {
             EngineEvent::Ready | EngineEvent::RoomChanged { .. } => self.refresh_groups(app),
             EngineEvent::TalkStarted {
                 user_id,
@@ -309,15 +244,17 @@ impl Radio {
                 ..
             } => {
                 {
+                    // Before the player hears of the talk: a talk held at
+                    // once (do not disturb) is notified with its talker.
                     let mut inner = lock(&self.inner);
                     // Bounded: who talked is only needed for notifications.
                     if inner.talkers.len() > 1024 {
                         inner.talkers.clear();
                     }
-                    inner.talkers.insert(session_id, user_id.clone());
+                    inner.talkers.insert(session_id.clone(), user_id.clone());
                 }
                 app.state::<SharedStatus>().update(app, |s| {
-                    s.talker = Some(user_id);
+                    s.talker = Some(user_id.clone());
                     if s.radio == RadioState::Idle {
                         s.radio = RadioState::Receiving;
                     }
@@ -328,6 +265,9 @@ impl Radio {
             | EngineEvent::FloorFree { .. }
             | EngineEvent::TransmitStopped { .. }
             | EngineEvent::Dropped { .. } => {}
+        }
+        if let Some(station) = self.station() {
+            station.forward(&event);
         }
     }
 
