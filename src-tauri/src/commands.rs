@@ -140,7 +140,7 @@ pub async fn revoke_consent(radio: State<'_, Radio>, room: String) -> Result<(),
         .map_err(|e| e.to_string())
 }
 
-/// A joined room that is not a walkie group yet.
+/// A joined, end-to-end encrypted room that is not a walkie group yet.
 #[derive(Serialize)]
 pub struct RoomView {
     room_id: String,
@@ -152,7 +152,8 @@ pub async fn other_rooms(radio: State<'_, Radio>) -> Result<Vec<RoomView>, Strin
     let engine = engine(&radio)?;
     let mut out = Vec::new();
     for room in engine.rooms().await {
-        if room.walkie {
+        // Only end-to-end encrypted rooms can become walkie groups.
+        if room.walkie || !room.encrypted {
             continue;
         }
         let name = room.name.unwrap_or_else(|| room.room_id.clone());

@@ -17,6 +17,7 @@ mod tray;
 use tauri::{webview::PageLoadEvent, Manager, WindowEvent};
 
 fn main() -> anyhow::Result<()> {
+    walkie_core::make_created_files_private();
     let config = config::AppConfig::from_env()?;
     // Logs go to stderr and to a daily file in the data directory (the
     // place to look when something went wrong; kept 7 days).

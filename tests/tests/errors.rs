@@ -65,12 +65,20 @@ async fn failures_have_clear_messages_and_distinct_exit_codes() -> Result<()> {
     assert_eq!(code, Some(5), "{msg}");
     assert!(msg.contains("unknown room"), "{msg}");
 
-    // A plain room that is not a walkie group.
-    alice.ok(&["rooms"])?;
-    let account = restore(&hs, &alice).await?;
-    let plain = account.client().create_room(Default::default()).await?;
-    let room = plain.room_id().to_string();
-    drop(account);
+    // An encrypted room that is not a walkie group.
+    let (status, created) = raw_api(
+        &hs,
+        reqwest::Method::POST,
+        &a.access_token,
+        "/_matrix/client/v3/createRoom",
+        serde_json::json!({"preset": "private_chat", "initial_state": [{
+            "type": "m.room.encryption", "state_key": "",
+            "content": {"algorithm": "m.megolm.v1.aes-sha2"}
+        }]}),
+    )
+    .await?;
+    anyhow::ensure!(status.is_success(), "createRoom: {status}");
+    let room = created["room_id"].as_str().unwrap_or_default().to_owned();
     let (code, msg) = code_and_message(&alice, &["consent", &room, "--for", "15m"])?;
     assert_eq!(code, Some(6), "{msg}");
     assert!(msg.contains("not a walkie group"), "{msg}");

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use reqwest::Method;
 use serde_json::{json, Value};
 use walkie_audio::codec::OpusEncoder;
 use walkie_core::{
@@ -104,8 +105,9 @@ async fn hostile_input_is_dropped_and_the_listener_keeps_working() -> Result<()>
 
     // 1. A consent whose state key names carol's device, sent by mallory.
     let forged_key = format!("_{}_CAROLPHONE", c.user_id);
-    let http = reqwest_put(
+    let (http, _) = raw_api(
         &hs,
+        Method::PUT,
         &token,
         &format!("/_matrix/client/v3/rooms/{room}/state/{CONSENT_EVENT_TYPE}/{forged_key}"),
         json!({"receive": true, "talk": true}),
@@ -117,8 +119,9 @@ async fn hostile_input_is_dropped_and_the_listener_keeps_working() -> Result<()>
     );
     // 2. An unencrypted walkie to-device message.
     let plain = json!({"messages": {b.user_id.clone(): {bob_device.to_string(): {"room_id": room, "session_id": "AAAAAAAAAAAAAAAAAAAAAA", "seq": 0, "start_ts": now_ms(), "ts": now_ms(), "frame_ms": 20, "frames": [], "end": false}}}});
-    let http = reqwest_put(
+    let (http, _) = raw_api(
         &hs,
+        Method::PUT,
         &token,
         &format!("/_matrix/client/v3/sendToDevice/{AUDIO_EVENT_TYPE}/plain1"),
         plain,
@@ -216,27 +219,4 @@ async fn hostile_input_is_dropped_and_the_listener_keeps_working() -> Result<()>
     ensure!(listener.try_wait()?.is_none(), "the listener died");
     let _ = listener.kill();
     Ok(())
-}
-
-/// A raw authenticated PUT; returns the status.
-async fn reqwest_put(
-    hs: &Synapse,
-    token: &str,
-    path: &str,
-    body: Value,
-) -> Result<reqwest::StatusCode> {
-    let resp = reqwest::Client::new()
-        .put(format!("{}{}", hs.url(), path))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await?;
-    let status = resp.status();
-    if !status.is_success() {
-        eprintln!(
-            "PUT {path}: {status} {}",
-            resp.text().await.unwrap_or_default()
-        );
-    }
-    Ok(status)
 }

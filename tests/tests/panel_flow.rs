@@ -41,11 +41,16 @@ async fn sign_in_group_consent_countdown_restore_and_sign_out() -> Result<()> {
     init_tracing();
     let hs = Synapse::start().await?;
     let alice = hs.register("alice").await?;
-    // A room of alice's to turn into a walkie group from the panel.
+    // A room of alice's to turn into a walkie group from the panel
+    // (encrypted: only such rooms are offered).
     let created: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/_matrix/client/v3/createRoom", hs.url()))
         .bearer_auth(&alice.access_token)
-        .json(&serde_json::json!({"name": "Family", "preset": "private_chat"}))
+        .json(
+            &serde_json::json!({"name": "Family", "preset": "private_chat",
+            "initial_state": [{"type": "m.room.encryption", "state_key": "",
+                "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]}),
+        )
         .send()
         .await?
         .error_for_status()?

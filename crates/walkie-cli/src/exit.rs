@@ -56,7 +56,9 @@ impl From<EngineError> for CliError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::UnknownRoom(_) => Self::UnknownRoom(e.to_string()),
-            EngineError::NotAGroup(_) => Self::NotAGroup(e.to_string()),
+            EngineError::NotAGroup(_) | EngineError::NotEncrypted(_) => {
+                Self::NotAGroup(e.to_string())
+            }
             EngineError::NoConsent(_) => Self::NoConsent(e.to_string()),
             EngineError::FloorBusy { .. } => Self::FloorBusy(e.to_string()),
             other => Self::Other(other.into()),

@@ -175,6 +175,7 @@ fn parse_duration(s: &str) -> anyhow::Result<Option<Duration>> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    walkie_core::make_created_files_private();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -16,6 +16,19 @@ pub mod station;
 pub mod sync_loop;
 
 pub use account::{discover, Account, AccountError, ServerInfo, SignInRequest};
+
+/// Makes every file and directory this process creates from now on private
+/// to the user (mode 0600 / 0700: umask 077): account stores, the crypto
+/// store, outboxes, logs. Both binaries call it first thing (the umask is
+/// process-wide).
+pub fn make_created_files_private() {
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file-mode creation mask; it
+    // cannot fail and touches no memory.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
 pub use engine::{Engine, EngineError, EngineEvent, EngineTasks, Talk};
 pub use station::{Playback, Station};
 pub use sync_loop::{SyncLoop, SyncLoopHandle};

@@ -446,6 +446,19 @@ impl Floor {
         self.settle(now);
     }
 
+    /// The user is no longer a joined member (left, kicked, banned): all
+    /// its devices' live sessions end at once, ours too if it is us.
+    pub fn handle_user_left(&mut self, user_id: &UserId, now: u64) {
+        self.advance(now);
+        if &self.user_id == user_id && self.local.is_some() {
+            self.stop_local(StopReason::Revoked, now);
+        }
+        while let Some(i) = self.remote.iter().position(|r| &r.claim.user_id == user_id) {
+            self.end_remote(i, EndReason::Revoked, now);
+        }
+        self.settle(now);
+    }
+
     // ------------------------------------------------------------- outputs
 
     /// Next event for the application.

@@ -13,7 +13,12 @@
 //!
 //! Admission rules, each with a unit test below:
 //! - a room without a group marker (or with one this client does not
-//!   understand) is not a walkie group: audio is dropped, presses refused;
+//!   understand, or one in an unencrypted room: the engine passes `None`)
+//!   is not a walkie group: audio is dropped, presses refused;
+//! - only joined members count: a consent of a user whose membership is not
+//!   `join` grants nothing, a member who leaves or is kicked stops being
+//!   sent to and heard at once (their live talk ends), and this device
+//!   neither talks nor receives while its own user is not joined;
 //! - received audio counts only while this device consents to receive, and
 //!   only from a device that had talk consent at the claim's `start_ts`;
 //! - the floor decides which of the admitted talks is played
@@ -23,7 +28,7 @@
 //! - our messages go to the devices that consent to receive at the moment
 //!   they are polled for sending, never to this device itself.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use crate::{
     floor::{
@@ -76,6 +81,8 @@ pub enum RoomEvent {
 pub enum Dropped {
     #[error("the room is not a walkie group here")]
     NotAGroup,
+    #[error("the sender is not a joined member of the room")]
+    NotAMember,
     #[error("this device does not consent to receive in this room")]
     NotReceiving,
     #[error("the sending device had no talk consent when the talk began")]
@@ -114,6 +121,8 @@ pub struct RoomMachine {
     device_id: DeviceId,
     group: Option<WalkieGroup>,
     consents: ConsentSet,
+    /// Users whose membership is `join`.
+    members: BTreeSet<UserId>,
     floor: Floor,
     /// Why our latest talk stopped, if it did.
     local_stop: Option<StopReason>,
@@ -124,14 +133,16 @@ pub struct RoomMachine {
 }
 
 impl RoomMachine {
-    /// A room whose state is `group` (`None`: not a walkie group) and
-    /// `consents`, seen by `user_id`'s device `device_id`.
+    /// A room whose state is `group` (`None`: not a walkie group),
+    /// `consents` and joined `members`, seen by `user_id`'s device
+    /// `device_id`.
     pub fn new(
         room_id: RoomId,
         user_id: UserId,
         device_id: DeviceId,
         group: Option<WalkieGroup>,
         consents: ConsentSet,
+        members: BTreeSet<UserId>,
         session_ids: SessionIdSource,
     ) -> Self {
         let config = group
@@ -150,6 +161,7 @@ impl RoomMachine {
             device_id,
             group,
             consents,
+            members,
             floor,
             local_stop: None,
             transmits: VecDeque::new(),
@@ -177,6 +189,32 @@ impl RoomMachine {
         &self.consents
     }
 
+    /// Whether `user` is a joined member.
+    pub fn is_member(&self, user: &UserId) -> bool {
+        self.members.contains(user)
+    }
+
+    /// The devices that consent to receive at `now` and whose user is a
+    /// joined member (this device included, if it does).
+    pub fn receivers(&self, now: u64) -> Vec<(UserId, DeviceId)> {
+        self.consents
+            .receivers(now)
+            .into_iter()
+            .filter(|(u, _)| self.members.contains(u))
+            .collect()
+    }
+
+    fn may_receive(&self, now: u64) -> bool {
+        self.members.contains(&self.user_id)
+            && self
+                .consents
+                .may_receive(&self.user_id, &self.device_id, now)
+    }
+
+    fn may_talk(&self, user: &UserId, device: &DeviceId, at: u64) -> bool {
+        self.members.contains(user) && self.consents.may_talk(user, device, at)
+    }
+
     /// The floor's state, read-only (the simulator checks it).
     pub fn floor(&self) -> &Floor {
         &self.floor
@@ -200,24 +238,33 @@ impl RoomMachine {
     // ------------------------------------------------------------- inputs
 
     /// The room's state was read again: its group marker (`None`: not, or
-    /// no longer, a walkie group) and all consents.
-    pub fn handle_state(&mut self, group: Option<WalkieGroup>, consents: ConsentSet, now: u64) {
+    /// no longer, a walkie group), all consents and the joined members.
+    pub fn handle_state(
+        &mut self,
+        group: Option<WalkieGroup>,
+        consents: ConsentSet,
+        members: BTreeSet<UserId>,
+        now: u64,
+    ) {
         if let Some(g) = &group {
             if self.group.as_ref() != Some(g) {
                 self.floor.set_config(FloorConfig::from_group(g));
             }
         }
         let stopped_being_group = group.is_none() && self.group.is_some();
+        let left: Vec<UserId> = self.members.difference(&members).cloned().collect();
         self.group = group;
         self.consents = consents;
+        self.members = members;
+        for user in &left {
+            self.floor.handle_user_left(user, now);
+        }
         if stopped_being_group && self.floor.is_transmitting() {
             self.floor.release(now);
         }
         // Our consent revoked or lapsed elsewhere (another client of ours,
         // an expiry): our talk stops as if revoked here.
-        if self.floor.is_transmitting()
-            && !self.consents.may_talk(&self.user_id, &self.device_id, now)
-        {
+        if self.floor.is_transmitting() && !self.may_talk(&self.user_id, &self.device_id, now) {
             self.floor
                 .handle_revoked(&self.user_id, &self.device_id, now);
         }
@@ -230,13 +277,13 @@ impl RoomMachine {
         if self.group.is_none() {
             return Err(Dropped::NotAGroup);
         }
-        if !self
-            .consents
-            .may_receive(&self.user_id, &self.device_id, now)
-        {
+        if !self.members.contains(chunk.sender()) {
+            return Err(Dropped::NotAMember);
+        }
+        if !self.may_receive(now) {
             return Err(Dropped::NotReceiving);
         }
-        if !self.consents.may_talk(
+        if !self.may_talk(
             chunk.sender(),
             chunk.sender_device(),
             chunk.header().start_ts,
@@ -280,7 +327,7 @@ impl RoomMachine {
         if self.group.is_none() {
             return Err(PressError::NotAGroup);
         }
-        if !self.consents.may_talk(&self.user_id, &self.device_id, now) {
+        if !self.may_talk(&self.user_id, &self.device_id, now) {
             return Err(PressError::NoConsent);
         }
         self.local_stop = None;
@@ -351,7 +398,6 @@ impl RoomMachine {
         self.drain_floor();
         let (header, frames) = self.transmits.pop_front()?;
         let to = self
-            .consents
             .receivers(now)
             .into_iter()
             .filter(|(u, d)| !(u == &self.user_id && d == &self.device_id))

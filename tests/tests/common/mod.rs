@@ -166,6 +166,29 @@ pub async fn trio_in_group(
     Ok((people, room))
 }
 
+/// A raw client-server API call, as another (or a hostile) client makes
+/// it: the status and the JSON body (`null` if none). A refusal is logged.
+pub async fn raw_api(
+    hs: &Synapse,
+    method: reqwest::Method,
+    token: &str,
+    path: &str,
+    body: Value,
+) -> Result<(reqwest::StatusCode, Value)> {
+    let resp = reqwest::Client::new()
+        .request(method.clone(), format!("{}{}", hs.url(), path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        eprintln!("{method} {path}: {status} {text}");
+    }
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
 /// Collects a listener's output lines that arrived so far.
 pub fn drain(rx: &mpsc::Receiver<Value>) -> Vec<Value> {
     rx.try_iter().collect()

@@ -62,6 +62,11 @@ impl Rooms {
         f(&self.lock())
     }
 
+    /// Drops a room's machine (we left it). Returns whether there was one.
+    fn remove(&self, room: &RoomId) -> bool {
+        self.lock().remove(room).is_some()
+    }
+
     fn next_timeout(&self) -> Option<u64> {
         self.lock().values().filter_map(|m| m.poll_timeout()).min()
     }
@@ -192,6 +197,17 @@ async fn handle_sync(inner: &Inner, response: SyncResponse, first: bool) {
     for room_id in changed {
         reload_room(inner, &room_id).await;
     }
+    // Left, kicked or banned: the room's walkie state goes at once.
+    for room_id in response.rooms.left.keys() {
+        if let Ok(id) = RoomId::parse(room_id.as_str()) {
+            if inner.rooms.remove(&id) {
+                tracing::info!(room = %room_id, "left a walkie group");
+                let _ = inner.events.send(EngineEvent::RoomChanged {
+                    room_id: room_id.to_string(),
+                });
+            }
+        }
+    }
     for event in response.to_device {
         handle_to_device(inner, event);
     }
@@ -215,7 +231,12 @@ async fn reload_room(inner: &Inner, room_id: &matrix_sdk::ruma::RoomId) {
         }
     };
     let known = inner.rooms.with(inner, &id, |machine| {
-        machine.handle_state(state.group, state.consents.clone(), now);
+        machine.handle_state(
+            state.group,
+            state.consents.clone(),
+            state.members.clone(),
+            now,
+        );
     });
     if known.is_none() && state.group.is_some() {
         tracing::info!(room = %room_id, "walkie group");
@@ -225,6 +246,7 @@ async fn reload_room(inner: &Inner, room_id: &matrix_sdk::ruma::RoomId) {
             inner.device_id.clone(),
             state.group,
             state.consents,
+            state.members,
             Box::new(random_session_id),
         );
         inner.rooms.lock().insert(id, machine);

@@ -9,6 +9,8 @@ pub enum EngineError {
     UnknownRoom(String),
     #[error("{0} is not a walkie group (enable it first)")]
     NotAGroup(String),
+    #[error("{0} is not end-to-end encrypted: a walkie group must be (its recordings and group settings would be readable by anyone who joins)")]
+    NotEncrypted(String),
     #[error("this device has no active talk consent in {0}")]
     NoConsent(String),
     #[error("the floor is busy: {holder} is talking")]

@@ -120,6 +120,8 @@ pub struct RoomSummary {
     pub name: Option<String>,
     /// Whether it is a walkie group.
     pub walkie: bool,
+    /// Whether it is end-to-end encrypted (only such rooms can be groups).
+    pub encrypted: bool,
 }
 
 impl Engine {
@@ -202,6 +204,7 @@ impl Engine {
             out.push(RoomSummary {
                 name: room.display_name().await.ok().map(|n| n.to_string()),
                 walkie: groups.contains(&room_id),
+                encrypted: room.encryption_state().is_encrypted(),
                 room_id,
             });
         }
@@ -286,7 +289,7 @@ impl Engine {
                 return Err(EngineError::NotAGroup(room.to_owned()));
             };
             let consents = machine.consents();
-            let devices = consents
+            let devices = machine
                 .receivers(now)
                 .into_iter()
                 .filter_map(|(user, device)| {
@@ -380,7 +383,7 @@ impl Engine {
         let receivers = self.inner.rooms.read(|rooms| {
             rooms
                 .get(id)
-                .map(|m| m.consents().receivers(now_ms()))
+                .map(|m| m.receivers(now_ms()))
                 .unwrap_or_default()
         });
         let encryption = self.inner.client.encryption();

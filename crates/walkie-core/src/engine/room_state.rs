@@ -13,6 +13,9 @@ use matrix_sdk::{
     },
     Room,
 };
+use std::collections::BTreeSet;
+
+use matrix_sdk::RoomMemberships;
 use serde_json::{json, Value};
 
 use walkie_protocol::{
@@ -25,9 +28,12 @@ use super::EngineError;
 /// A room's walkie state as of the local store.
 #[derive(Debug, Clone)]
 pub struct WalkieRoomState {
-    /// `None`: not a walkie group (no marker, or one we do not understand).
+    /// `None`: not a walkie group (no marker, one we do not understand, or
+    /// a marker in a room that is not end-to-end encrypted).
     pub group: Option<WalkieGroup>,
     pub consents: ConsentSet,
+    /// Users whose membership is `join`.
+    pub members: BTreeSet<UserId>,
 }
 
 /// The raw JSON of a state event from the store.
@@ -52,6 +58,19 @@ pub async fn load(room: &Room, now: u64) -> Result<WalkieRoomState, EngineError>
             None => None,
         },
     };
+    let group = match group {
+        Some(_) if !room.encryption_state().is_encrypted() => {
+            tracing::warn!(room = %room.room_id(), "ignoring a walkie group marker in a room that is not end-to-end encrypted");
+            None
+        }
+        other => other,
+    };
+    let members = room
+        .members_no_sync(RoomMemberships::JOIN)
+        .await?
+        .iter()
+        .filter_map(|m| UserId::parse(m.user_id().as_str()).ok())
+        .collect();
     let mut consents = ConsentSet::new();
     for raw in room.get_state_events(CONSENT_EVENT_TYPE.into()).await? {
         let Some(event) = raw_json(&raw) else {
@@ -71,11 +90,19 @@ pub async fn load(room: &Room, now: u64) -> Result<WalkieRoomState, EngineError>
             tracing::warn!(room = %room.room_id(), state_key, sender = %sender, error = %e, "dropping a consent event");
         }
     }
-    Ok(WalkieRoomState { group, consents })
+    Ok(WalkieRoomState {
+        group,
+        consents,
+        members,
+    })
 }
 
-/// Marks `room` as a walkie group.
+/// Marks `room` as a walkie group; refused unless the room is end-to-end
+/// encrypted.
 pub async fn enable(room: &Room, group: &WalkieGroup) -> Result<(), EngineError> {
+    if !room.latest_encryption_state().await?.is_encrypted() {
+        return Err(EngineError::NotEncrypted(room.room_id().to_string()));
+    }
     room.send_state_event_raw(
         GROUP_EVENT_TYPE,
         "",

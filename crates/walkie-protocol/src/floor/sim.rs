@@ -215,6 +215,7 @@ impl Sim {
                         device_of(i),
                         Some(group),
                         consents.clone(),
+                        (0..sc.offsets.len()).map(user_of).collect(),
                         source,
                     ),
                     user: user_of(i),

@@ -4,6 +4,8 @@
 use serde_json::json;
 
 use super::*;
+use std::collections::BTreeSet;
+
 use crate::ChunkHeader;
 
 const T0: u64 = 1_700_000_000_000;
@@ -47,7 +49,19 @@ fn group() -> WalkieGroup {
     }
 }
 
-/// `me` in a walkie group with `consents`.
+/// Everyone the tests name, all joined.
+fn everyone() -> BTreeSet<UserId> {
+    ["me", "bob", "carol", "dave", "eve"]
+        .into_iter()
+        .map(user)
+        .collect()
+}
+
+fn members(names: &[&str]) -> BTreeSet<UserId> {
+    names.iter().map(|n| user(n)).collect()
+}
+
+/// `me` in a walkie group with `consents`, everyone joined.
 fn machine_with(consents: ConsentSet) -> RoomMachine {
     RoomMachine::new(
         room(),
@@ -55,6 +69,7 @@ fn machine_with(consents: ConsentSet) -> RoomMachine {
         dev("me"),
         Some(group()),
         consents,
+        everyone(),
         counter(),
     )
 }
@@ -92,7 +107,7 @@ fn transmits(m: &mut RoomMachine, now: u64) -> Vec<Transmit> {
 fn a_room_without_a_group_marker_drops_audio_and_refuses_presses() {
     let mut m = machine();
     let consents = m.consents().clone();
-    m.handle_state(None, consents, T0);
+    m.handle_state(None, consents, everyone(), T0);
     assert!(!m.is_group());
     assert_eq!(
         m.handle_chunk(chunk("bob", "b", 0, T0, T0), T0),
@@ -107,7 +122,7 @@ fn a_marker_that_goes_away_mid_talk_ends_our_talk() {
     let mut m = machine();
     let session = m.press(T0).unwrap();
     let consents = m.consents().clone();
-    m.handle_state(None, consents, T0 + 100);
+    m.handle_state(None, consents, everyone(), T0 + 100);
     let sent = transmits(&mut m, T0 + 100);
     assert!(sent.last().is_some_and(|t| t.header.end), "{sent:?}");
     assert_eq!(
@@ -322,7 +337,7 @@ fn new_settings_from_state_apply_to_the_next_talk() {
         max_talk_ms: 20_000,
         ..WalkieGroup::default()
     };
-    m.handle_state(Some(longer), consents, T0);
+    m.handle_state(Some(longer), consents, everyone(), T0);
     assert_eq!(m.group(), Some(&longer));
     let session = m.press(T0).unwrap();
     m.send_audio(&session, vec![vec![1]], T0 + 10_000, T0 + 10_000)
@@ -335,9 +350,71 @@ fn our_consent_gone_from_the_room_state_stops_our_talk() {
     let session = m.press(T0).unwrap();
     let mut consents = ConsentSet::new();
     grant(&mut consents, "bob", true, None);
-    m.handle_state(Some(group()), consents, T0 + 100);
+    m.handle_state(Some(group()), consents, everyone(), T0 + 100);
     assert_eq!(
         m.send_audio(&session, vec![vec![1]], T0 + 120, T0 + 120),
         Err(TalkStopped::Other(StopReason::Revoked))
     );
+}
+
+#[test]
+fn a_consent_of_a_user_who_is_not_joined_grants_nothing() {
+    let mut m = machine();
+    let consents = m.consents().clone();
+    // carol consents but is invited, not joined (or was never a member).
+    m.handle_state(Some(group()), consents, members(&["me", "bob"]), T0);
+    assert_eq!(
+        m.handle_chunk(chunk("carol", "c", 0, T0, T0), T0),
+        Err(Dropped::NotAMember)
+    );
+    m.press(T0).unwrap();
+    let claim = transmits(&mut m, T0);
+    assert_eq!(claim[0].to, vec![(user("bob"), dev("bob"))]);
+}
+
+#[test]
+fn a_member_who_is_kicked_is_no_longer_sent_to_or_heard_and_their_talk_ends() {
+    let mut m = machine();
+    m.handle_chunk(chunk("bob", "b", 0, T0, T0), T0).unwrap();
+    events(&mut m);
+    let consents = m.consents().clone();
+    m.handle_state(Some(group()), consents, members(&["me", "carol"]), T0 + 100);
+    let evs = events(&mut m);
+    assert!(
+        evs.iter().any(|e| matches!(
+            e,
+            RoomEvent::TalkEnded { claim, reason: crate::floor::EndReason::Revoked }
+                if claim.user_id == user("bob")
+        )),
+        "bob's talk must end at once: {evs:?}"
+    );
+    assert_eq!(
+        m.handle_chunk(chunk("bob", "b", 1, T0, T0 + 120), T0 + 120),
+        Err(Dropped::NotAMember)
+    );
+    m.press(T0 + 200).unwrap();
+    let claim = transmits(&mut m, T0 + 200);
+    assert_eq!(claim[0].to, vec![(user("carol"), dev("carol"))]);
+}
+
+#[test]
+fn while_we_are_not_joined_we_neither_talk_nor_receive() {
+    let mut m = machine();
+    let session = m.press(T0).unwrap();
+    let consents = m.consents().clone();
+    m.handle_state(
+        Some(group()),
+        consents,
+        members(&["bob", "carol"]),
+        T0 + 100,
+    );
+    assert_eq!(
+        m.send_audio(&session, vec![vec![1]], T0 + 120, T0 + 120),
+        Err(TalkStopped::Other(StopReason::Revoked))
+    );
+    assert_eq!(
+        m.handle_chunk(chunk("bob", "b", 0, T0 + 200, T0 + 200), T0 + 200),
+        Err(Dropped::NotReceiving)
+    );
+    assert_eq!(m.press(T0 + 300), Err(PressError::NoConsent));
 }
