@@ -28,37 +28,50 @@ async fn failures_have_clear_messages_and_distinct_exit_codes() -> Result<()> {
     assert_eq!(code, Some(9), "{msg}");
     assert!(msg.contains("walkie login"), "{msg}");
 
-    let (code, msg) = code_and_message(
-        &alice,
-        &[
-            "login",
-            "--homeserver",
-            &hs.url(),
-            "--user",
-            "alice",
-            "--password",
-            "wrong",
-        ],
-    )?;
+    // A wrong password, piped in on standard input.
+    let mut wrong = alice
+        .command()
+        .args(["login", "--homeserver", &hs.url(), "--user", "alice"])
+        .env_remove("WALKIE_PASSWORD")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = wrong.stdin.take() {
+        use std::io::Write;
+        stdin.write_all(b"wrong\n")?;
+    }
+    let out = wrong.wait_with_output()?;
+    let (code, msg) = (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
     assert_eq!(code, Some(4), "{msg}");
     assert!(msg.contains("wrong user name or password"), "{msg}");
 
     let dead = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let (code, msg) = code_and_message(
-        &alice,
-        &[
+    let out = alice
+        .command()
+        .env("WALKIE_PASSWORD", "x")
+        .args([
             "login",
             "--homeserver",
             &format!("http://127.0.0.1:{dead}"),
             "--user",
             "alice",
-            "--password",
-            "x",
-        ],
+        ])
+        .output()?;
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{msg}");
+
+    // The command line takes no password (other local users can read it).
+    let (code, msg) = code_and_message(
+        &alice,
+        &["login", "--user", "@alice:localhost", "--password", "x"],
     )?;
-    assert_eq!(code, Some(3), "{msg}");
+    assert_eq!(code, Some(2), "{msg}");
+    assert!(msg.contains("--password"), "{msg}");
 
     login(&hs, &alice, &a)?;
     let (code, msg) = code_and_message(&alice, &["enable", "!unknown:localhost"])?;

@@ -48,7 +48,10 @@ enum Command {
         /// `example.org`, `@alice:example.org` or `https://matrix.example.org`
         server: String,
     },
-    /// Sign in with a password (this directory then stays one device).
+    /// Sign in with a password (this directory then stays one device). The
+    /// password comes from `WALKIE_PASSWORD`, else it is asked for on the
+    /// terminal (not echoed), else read as the first line of standard input;
+    /// never from the command line, which other local users can read.
     Login {
         /// Homeserver URL or server name; defaults to the user id's server.
         #[arg(long)]
@@ -56,8 +59,6 @@ enum Command {
         /// `@alice:example.org`, or a localpart with --homeserver.
         #[arg(long)]
         user: String,
-        #[arg(long, env = "WALKIE_PASSWORD", hide_env_values = true)]
-        password: String,
     },
     /// Sign out and delete this client's local data.
     Logout,
@@ -153,6 +154,29 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
         }
     };
     Ok(base.join("walkie/cli"))
+}
+
+/// The sign-in password: `WALKIE_PASSWORD`, else asked on the terminal
+/// without echo, else the first line of standard input (a pipe).
+fn read_password() -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    if let Ok(password) = std::env::var("WALKIE_PASSWORD") {
+        return Ok(password);
+    }
+    if std::io::stdin().is_terminal() {
+        return rpassword::prompt_password("Password: ").context("reading the password");
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    anyhow::ensure!(
+        !password.is_empty(),
+        "no password: set WALKIE_PASSWORD, type it when asked, or pipe it in"
+    );
+    Ok(password)
 }
 
 /// `15m`, `1h`, `8h`, `90s` or `forever` (`None`): how long a consent lasts.
@@ -263,11 +287,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 serde_json::to_string(&info).map_err(anyhow::Error::from)?
             );
         }
-        Command::Login {
-            homeserver,
-            user,
-            password,
-        } => {
+        Command::Login { homeserver, user } => {
+            let password = read_password()?;
             let server = match homeserver {
                 Some(h) => h,
                 None => user

@@ -96,6 +96,17 @@ where
         .map_err(|e| LiveTalkError::Audio(format!("cannot start the capture thread: {e}")))
 }
 
+/// The talk stopped before the user let go (lost the floor, the group's
+/// talk-time limit, this device's consent revoked or expired): the busy cue
+/// tells the talker at once that nobody hears them any more.
+fn talk_cut_short(player: Option<&dyn Playback>, e: EngineError) -> LiveTalkError {
+    tracing::info!(error = %e, "talk cut short");
+    if let Some(player) = player {
+        player.cue(Cue::Busy);
+    }
+    e.into()
+}
+
 /// Talks into `room` until `release` completes (the key is let go), the
 /// source ends, `max_after_live` passes or the source fails.
 pub async fn run(
@@ -196,7 +207,8 @@ pub async fn run(
                     talk.send(
                         std::mem::take(&mut pending),
                         talk_start_ms + frames_ms(first),
-                    )?;
+                    )
+                    .map_err(|e| talk_cut_short(player, e))?;
                 }
             }
             SourceMessage::Ended => break,
@@ -210,7 +222,8 @@ pub async fn run(
     // Release: close the device first (no more audio), then the floor.
     source.stop();
     if !pending.is_empty() {
-        talk.send(pending, talk_start_ms + frames_ms(sent_frames))?;
+        talk.send(pending, talk_start_ms + frames_ms(sent_frames))
+            .map_err(|e| talk_cut_short(player, e))?;
     }
     let summary = talk.finish().await;
     Ok(TalkOutcome {

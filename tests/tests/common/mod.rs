@@ -43,17 +43,7 @@ impl Cli {
 
     /// Runs a command to completion; fails with its stderr unless it succeeded.
     pub fn ok(&self, args: &[&str]) -> Result<Value> {
-        let out: Output = self.command().args(args).output()?;
-        ensure!(
-            out.status.success(),
-            "walkie {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        Ok(serde_json::from_str(
-            stdout.lines().last().unwrap_or("null"),
-        )?)
+        ok_output(self.command(), args)
     }
 
     /// Starts `walkie listen`; returns once it printed `listening`, with a
@@ -94,16 +84,31 @@ pub fn json_lines(stdout: std::process::ChildStdout) -> mpsc::Receiver<Value> {
     rx
 }
 
+/// Signs `cli` in as `user`, the password passed as a user would script
+/// it: in `WALKIE_PASSWORD`, never on the command line.
 pub fn login(hs: &Synapse, cli: &Cli, user: &walkie_tests::Registered) -> Result<Value> {
-    cli.ok(&[
-        "login",
-        "--homeserver",
-        &hs.url(),
-        "--user",
-        &user.user_id,
-        "--password",
-        &user.password,
-    ])
+    let mut cmd = cli.command();
+    cmd.env("WALKIE_PASSWORD", &user.password);
+    ok_output(
+        cmd,
+        &["login", "--homeserver", &hs.url(), "--user", &user.user_id],
+    )
+}
+
+/// Runs `cmd` with `args` to completion; its last stdout line as JSON,
+/// or an error with its stderr.
+pub fn ok_output(mut cmd: Command, args: &[&str]) -> Result<Value> {
+    let out: Output = cmd.args(args).output()?;
+    ensure!(
+        out.status.success(),
+        "walkie {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    Ok(serde_json::from_str(
+        stdout.lines().last().unwrap_or("null"),
+    )?)
 }
 
 /// Registers each of `names` and signs it in as a CLI device under `root`.
