@@ -342,20 +342,22 @@ impl RoomMachine {
     }
 
     /// Queues one message of our talk `session_id`, whose first frame was
-    /// captured at `first_frame_ts`. Fails once that talk has stopped.
+    /// captured at `first_frame_ts`, and returns its frames as queued (the
+    /// caller journals them without a copy). Fails once that talk has
+    /// stopped.
     pub fn send_audio(
         &mut self,
         session_id: &SessionId,
         frames: Vec<Vec<u8>>,
         first_frame_ts: u64,
         now: u64,
-    ) -> Result<(), TalkStopped> {
+    ) -> Result<&[Vec<u8>], TalkStopped> {
         self.floor.handle_timeout(now);
         self.drain_floor();
         match self.floor.next_audio_header(first_frame_ts, now) {
             Some(header) if &header.session_id == session_id => {
                 self.transmits.push_back((header, frames));
-                Ok(())
+                Ok(self.transmits.back().map_or(&[], |(_, f)| f.as_slice()))
             }
             _ => {
                 self.drain_floor();

@@ -46,14 +46,25 @@ impl Rooms {
         room: &RoomId,
         f: impl FnOnce(&mut RoomMachine) -> R,
     ) -> Option<R> {
-        let out = {
+        let (out, sooner) = {
             let mut machines = self.lock();
             let machine = machines.get_mut(room)?;
+            let before = machine.poll_timeout();
             let out = f(machine);
             drain(inner, machine);
-            out
+            let sooner = match (before, machine.poll_timeout()) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(before), Some(after)) => after < before,
+            };
+            (out, sooner)
         };
-        inner.wake.notify_one();
+        // Only a deadline that moved earlier needs the driver awake (a later
+        // one just makes its sleep end early once): a talker's every send
+        // does not wake it.
+        if sooner {
+            inner.wake.notify_one();
+        }
         Some(out)
     }
 

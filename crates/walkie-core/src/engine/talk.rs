@@ -41,11 +41,20 @@ impl Talk {
     pub fn send(&mut self, frames: Vec<Vec<u8>>, first_frame_ts: u64) -> Result<(), EngineError> {
         let inner = &self.engine.inner;
         let count = frames.len();
-        let journalled = frames.clone();
+        let (session_id, journal) = (&self.session_id, &mut self.journal);
         let sent = inner
             .rooms
             .with(inner, &self.room_id, |machine| {
-                machine.send_audio(&self.session_id, frames, first_frame_ts, now_ms())
+                let queued = machine.send_audio(session_id, frames, first_frame_ts, now_ms())?;
+                // Journalled as sent, in order (under the room's lock, as
+                // the message is queued).
+                if let Some(j) = journal.as_mut() {
+                    if let Err(e) = j.append(queued) {
+                        tracing::error!(error = %e, "journalling the talk failed; the recording will be cut here");
+                        *journal = None;
+                    }
+                }
+                Ok(())
             })
             .ok_or(EngineError::ShutDown)?;
         if let Err(stopped) = sent {
@@ -61,12 +70,6 @@ impl Talk {
             });
         }
         self.frames_sent += count;
-        if let Some(journal) = self.journal.as_mut() {
-            if let Err(e) = journal.append(&journalled) {
-                tracing::error!(error = %e, "journalling the talk failed; the recording will be cut here");
-                self.journal = None;
-            }
-        }
         Ok(())
     }
 
