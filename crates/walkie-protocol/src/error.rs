@@ -13,7 +13,7 @@ pub enum ProtocolError {
     InvalidRoomId(String),
     #[error("invalid session id {0:?} (16-32 chars of A-Z a-z 0-9 _ -)")]
     InvalidSessionId(String),
-    #[error("invalid consent state key {0:?} (expected _@user:server_DEVICEID)")]
+    #[error("invalid consent state key {0:?} (expected the owner's user id)")]
     InvalidStateKey(String),
     #[error("malformed content: {0}")]
     Malformed(String),

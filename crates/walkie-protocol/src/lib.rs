@@ -4,8 +4,10 @@
 //!
 //! - [`ids`]: validated user, device, room and session identifiers;
 //! - [`group`]: the group marker (`org.matrix.msc4002.walkie` state);
-//! - [`consent`]: a device's consent (state content and key) and
-//!   [`consent::ConsentSet`], who may talk and receive at an instant;
+//! - [`consent`]: consent state (state key = the owner's user id, content =
+//!   the owner's devices' signed grants, the payload each device signs) and
+//!   [`consent::ConsentSet`], who may talk and receive at an instant (it
+//!   holds grants the engine has verified; no crypto here);
 //! - [`audio`]: the live audio to-device message, validated from untrusted
 //!   JSON only through [`audio::ValidatedChunk::parse`];
 //! - [`talk_reference`]: the key added to a talk's recording;
@@ -41,7 +43,10 @@ pub mod talk_reference;
 mod wire_tests;
 
 pub use audio::{ChunkHeader, ValidatedChunk};
-pub use consent::{Consent, ConsentContent, ConsentSet, ConsentStateKey};
+pub use consent::{
+    consent_owner, signing_payload, Consent, ConsentChange, ConsentContent, ConsentError,
+    ConsentSet, ParsedConsents, SignedConsent,
+};
 pub use error::ProtocolError;
 pub use group::{Recordings, WalkieGroup};
 pub use ids::{DeviceId, RoomId, SessionId, UserId};
@@ -49,7 +54,8 @@ pub use talk_reference::TalkReference;
 
 /// Event type of the group marker (room state, state key `""`).
 pub const GROUP_EVENT_TYPE: &str = "org.matrix.msc4002.walkie";
-/// Event type of a device's consent (room state, state key `_@user:server_DEVICE`).
+/// Event type of a user's devices' consents (room state, state key: that
+/// user's id).
 pub const CONSENT_EVENT_TYPE: &str = "org.matrix.msc4002.consent";
 /// Event type of a live audio chunk (Olm-encrypted to-device message).
 pub const AUDIO_EVENT_TYPE: &str = "org.matrix.msc4002.audio";

@@ -11,6 +11,13 @@
 //! the shell), [`poll_timeout`](RoomMachine::poll_timeout). Time (ms since
 //! the Unix epoch, local clock) is always passed in; nothing here does I/O.
 //!
+//! The consents it is given ([`ConsentSet`]) are grants the engine has
+//! already checked: read from each user's `org.matrix.msc4002.consent`
+//! state (state key = that user's id, see [`crate::consent`]), each device's
+//! entry counted only if its signature verifies against the device's key
+//! and the device is cross-signed by its owner. A device without such a
+//! grant does not consent.
+//!
 //! Admission rules, each with a unit test below:
 //! - a room without a group marker (or with one this client does not
 //!   understand, or one in an unencrypted room: the engine passes `None`)
@@ -134,8 +141,8 @@ pub struct RoomMachine {
 
 impl RoomMachine {
     /// A room whose state is `group` (`None`: not a walkie group),
-    /// `consents` and joined `members`, seen by `user_id`'s device
-    /// `device_id`.
+    /// `consents` (verified grants, see the module docs) and joined
+    /// `members`, seen by `user_id`'s device `device_id`.
     pub fn new(
         room_id: RoomId,
         user_id: UserId,
@@ -238,7 +245,8 @@ impl RoomMachine {
     // ------------------------------------------------------------- inputs
 
     /// The room's state was read again: its group marker (`None`: not, or
-    /// no longer, a walkie group), all consents and the joined members.
+    /// no longer, a walkie group), all verified consents and the joined
+    /// members.
     pub fn handle_state(
         &mut self,
         group: Option<WalkieGroup>,

@@ -130,72 +130,286 @@ fn group_defaults_and_bounds() {
 }
 
 #[test]
-fn consent_state_keys() {
-    let k = ConsentStateKey::parse("_@alice:example.org_ALICEDEV").unwrap();
-    assert_eq!(k.user_id.as_str(), "@alice:example.org");
-    assert_eq!(k.device_id.as_str(), "ALICEDEV");
-    assert_eq!(k.to_string(), "_@alice:example.org_ALICEDEV");
+fn consent_owner_is_the_state_key_and_must_be_the_sender() {
+    let (alice, _) = alice();
     assert_eq!(
-        ConsentStateKey::format(&k.user_id, &k.device_id),
-        k.to_string()
+        consent_owner("@alice:example.org", &alice),
+        Ok(alice.clone())
     );
-    // underscores in the localpart and in the device id
-    let k = ConsentStateKey::parse("_@a_b:example.org:8448_DEV_1").unwrap();
-    assert_eq!(k.user_id.as_str(), "@a_b:example.org:8448");
-    assert_eq!(k.device_id.as_str(), "DEV_1");
-    let k = ConsentStateKey::parse("_@x:[::1]:8448_D").unwrap();
-    assert_eq!(k.user_id.as_str(), "@x:[::1]:8448");
+    let odd = UserId::parse("@a_b:[::1]:8448").unwrap();
+    assert_eq!(consent_owner("@a_b:[::1]:8448", &odd), Ok(odd.clone()));
+
+    // Another user's key: the homeserver should have refused it; ignored.
+    let e = consent_owner("@bob:example.org", &alice).unwrap_err();
+    assert_eq!(
+        e,
+        ConsentError::ForeignStateKey {
+            state_key: "@bob:example.org".into(),
+            named: UserId::parse("@bob:example.org").unwrap(),
+            sender: alice.clone(),
+        }
+    );
+    assert!(e.to_string().contains("@bob:example.org"));
+
+    // Not a user id (the old `_@user:server_DEVICE` form included).
     for bad in [
         "",
-        "@alice:example.org_DEV",
-        "_@alice:example.org",
-        "_@alice:example.org_",
-        "_alice:example.org_DEV",
-        "_@alice_DEV",
+        "_@alice:example.org_ALICEDEV",
+        "alice",
+        "@alice",
+        "@alice:example.org ",
+        "!room:example.org",
     ] {
-        assert!(ConsentStateKey::parse(bad).is_err(), "{bad}");
+        assert_eq!(
+            consent_owner(bad, &alice),
+            Err(ConsentError::StateKey(ProtocolError::InvalidStateKey(
+                bad.into()
+            ))),
+            "{bad:?}"
+        );
+    }
+}
+
+fn signed(receive: bool, talk: bool, expires_ts: Option<u64>, granted_ts: u64) -> SignedConsent {
+    SignedConsent {
+        consent: Consent {
+            receive,
+            talk,
+            expires_ts,
+        },
+        granted_ts,
+        signature: format!("sig{granted_ts}"),
+    }
+}
+
+fn dev(s: &str) -> DeviceId {
+    DeviceId::parse(s).unwrap()
+}
+
+#[test]
+fn consent_content_round_trip() {
+    let content = json!({ "devices": {
+        "ALICEDEV": { "receive": true, "talk": true, "expires_ts": 1767225600000u64,
+                      "granted_ts": 1767220000000u64, "signature": "c2lnbmF0dXJl" },
+        "PHONE": { "receive": true, "talk": false, "granted_ts": 5, "signature": "AAAA" }
+    }});
+    let parsed = ConsentContent::parse(&content).unwrap();
+    assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+    let mut expected = ConsentContent::default();
+    expected.devices.insert(
+        dev("ALICEDEV"),
+        SignedConsent {
+            consent: Consent {
+                receive: true,
+                talk: true,
+                expires_ts: Some(1_767_225_600_000),
+            },
+            granted_ts: 1_767_220_000_000,
+            signature: "c2lnbmF0dXJl".into(),
+        },
+    );
+    expected.devices.insert(
+        dev("PHONE"),
+        SignedConsent {
+            consent: Consent {
+                receive: true,
+                talk: false,
+                expires_ts: None,
+            },
+            granted_ts: 5,
+            signature: "AAAA".into(),
+        },
+    );
+    assert_eq!(parsed.content, expected);
+    // The inverse: the same JSON (`expires_ts` omitted when unset).
+    assert_eq!(expected.to_content(), content);
+    assert_eq!(
+        ConsentContent::parse(&expected.to_content()),
+        Ok(ParsedConsents {
+            content: expected,
+            rejected: vec![]
+        })
+    );
+}
+
+#[test]
+fn empty_consent_contents_grant_nothing() {
+    for empty in [
+        json!({}),
+        json!({"devices": {}}),
+        json!({"other": 1}),
+        json!({"devices": {"OFF": {"receive": false, "talk": false}}}),
+        json!({"devices": {"OFF": {"receive": false, "granted_ts": 1, "signature": "x"}}}),
+        json!({"devices": {"OFF": {}}}),
+    ] {
+        assert_eq!(
+            ConsentContent::parse(&empty),
+            Ok(ParsedConsents::default()),
+            "{empty}"
+        );
+    }
+    assert_eq!(
+        ConsentContent::default().to_content(),
+        json!({"devices": {}})
+    );
+    for bad in [
+        json!([]),
+        json!("x"),
+        json!(null),
+        json!({"devices": []}),
+        json!({"devices": "ALICEDEV"}),
+        json!({"devices": null}),
+    ] {
+        assert!(ConsentContent::parse(&bad).is_err(), "{bad}");
     }
 }
 
 #[test]
-fn consent_content() {
+fn malformed_consent_entries_are_listed_and_the_valid_ones_kept() {
+    let ok = json!({ "receive": true, "talk": true, "granted_ts": 1, "signature": "s" });
+    let content = json!({ "devices": {
+        "GOOD": ok,
+        "GOOD2": { "receive": true, "granted_ts": 2, "signature": "t", "unknown": [1] },
+        "": ok,
+        "BAD DEV": ok,
+        "NOTOBJ": true,
+        "TALKONLY": { "talk": true, "granted_ts": 1, "signature": "s" },
+        "STRRECV": { "receive": "yes", "granted_ts": 1, "signature": "s" },
+        "NEGEXP": { "receive": true, "expires_ts": -1, "granted_ts": 1, "signature": "s" },
+        "STREXP": { "receive": true, "expires_ts": "soon", "granted_ts": 1, "signature": "s" },
+        "NOSIG": { "receive": true, "granted_ts": 1 },
+        "EMPTYSIG": { "receive": true, "granted_ts": 1, "signature": "" },
+        "NUMSIG": { "receive": true, "granted_ts": 1, "signature": 7 },
+        "NOGRANTED": { "receive": true, "signature": "s" },
+        "FLOATGRANTED": { "receive": true, "granted_ts": 1.5, "signature": "s" },
+        "OFF": { "receive": false, "talk": false }
+    }});
+    let parsed = ConsentContent::parse(&content).unwrap();
     assert_eq!(
-        ConsentContent::parse(&json!({})),
-        Ok(ConsentContent::Revoked)
+        parsed.content.devices.keys().cloned().collect::<Vec<_>>(),
+        vec![dev("GOOD"), dev("GOOD2")]
     );
+    let rejected: Vec<&str> = parsed.rejected.iter().map(|(k, _)| k.as_str()).collect();
+    let mut expected = vec![
+        "",
+        "BAD DEV",
+        "NOTOBJ",
+        "TALKONLY",
+        "STRRECV",
+        "NEGEXP",
+        "STREXP",
+        "NOSIG",
+        "EMPTYSIG",
+        "NUMSIG",
+        "NOGRANTED",
+        "FLOATGRANTED",
+    ];
+    expected.sort_unstable();
+    let mut rejected_sorted = rejected.clone();
+    rejected_sorted.sort_unstable();
+    assert_eq!(rejected_sorted, expected);
+    let why = |key: &str| {
+        parsed
+            .rejected
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, e)| e.clone())
+            .unwrap()
+    };
+    assert_eq!(why("TALKONLY"), ProtocolError::TalkWithoutReceive);
+    assert!(matches!(why(""), ProtocolError::InvalidDeviceId(_)));
+    assert!(matches!(why("BAD DEV"), ProtocolError::InvalidDeviceId(_)));
+    assert!(matches!(why("NOSIG"), ProtocolError::Malformed(_)));
+}
+
+#[test]
+fn with_device_sets_or_removes_one_entry_and_keeps_the_others() {
+    let mut content = ConsentContent::default();
+    content
+        .devices
+        .insert(dev("LAPTOP"), signed(true, true, None, 1));
+    content
+        .devices
+        .insert(dev("PHONE"), signed(true, false, Some(9), 2));
+
+    let updated = content.with_device(&dev("PHONE"), Some(signed(true, true, None, 3)));
+    assert_eq!(updated.devices.len(), 2);
+    assert_eq!(updated.devices[&dev("LAPTOP")], signed(true, true, None, 1));
+    assert_eq!(updated.devices[&dev("PHONE")], signed(true, true, None, 3));
+
+    let added = content.with_device(&dev("TABLET"), Some(signed(true, false, None, 4)));
+    assert_eq!(added.devices.len(), 3);
+    assert_eq!(added.devices[&dev("LAPTOP")], signed(true, true, None, 1));
+
+    let removed = content.with_device(&dev("PHONE"), None);
     assert_eq!(
-        ConsentContent::parse(&json!({"receive": true, "talk": true, "expires_ts": 5})),
-        Ok(ConsentContent::Granted(Consent {
-            receive: true,
-            talk: true,
-            expires_ts: Some(5)
-        }))
+        removed.devices.keys().cloned().collect::<Vec<_>>(),
+        vec![dev("LAPTOP")]
     );
+    assert_eq!(content.with_device(&dev("ABSENT"), None), content);
+    // The original is untouched.
     assert_eq!(
-        ConsentContent::parse(&json!({"receive": true})),
-        Ok(ConsentContent::Granted(Consent {
-            receive: true,
-            talk: false,
-            expires_ts: None
-        }))
+        content.devices[&dev("PHONE")],
+        signed(true, false, Some(9), 2)
     );
+}
+
+#[test]
+fn signing_payload_is_canonical_json_binding_room_user_and_device() {
+    let room = RoomId::parse("!walkie:example.org").unwrap();
+    let (user, device) = alice();
+    let consent = Consent {
+        receive: true,
+        talk: true,
+        expires_ts: Some(1_767_225_600_000),
+    };
+    let payload = signing_payload(&room, &user, &device, &consent, 1_767_220_000_000);
     assert_eq!(
-        ConsentContent::parse(&json!({"talk": true})),
-        Err(ProtocolError::TalkWithoutReceive)
+        payload,
+        r#"{"device_id":"ALICEDEV","expires_ts":1767225600000,"granted_ts":1767220000000,"receive":true,"room_id":"!walkie:example.org","talk":true,"type":"org.matrix.msc4002.consent","user_id":"@alice:example.org"}"#
     );
+    // Valid JSON with exactly these fields.
     assert_eq!(
-        ConsentContent::parse(&json!({"receive": false})),
-        Ok(ConsentContent::Revoked)
+        serde_json::from_str::<Value>(&payload).unwrap(),
+        json!({
+            "device_id": "ALICEDEV", "expires_ts": 1_767_225_600_000u64,
+            "granted_ts": 1_767_220_000_000u64, "receive": true,
+            "room_id": "!walkie:example.org", "talk": true,
+            "type": CONSENT_EVENT_TYPE, "user_id": "@alice:example.org"
+        })
     );
-    assert!(ConsentContent::parse(&json!({"receive": "yes"})).is_err());
-    assert!(ConsentContent::parse(&json!([])).is_err());
-    let c = ConsentContent::Granted(Consent {
+
+    let until_revoked = Consent {
         receive: true,
         talk: false,
         expires_ts: None,
-    });
-    assert_eq!(ConsentContent::parse(&c.to_content()), Ok(c));
-    assert_eq!(ConsentContent::Revoked.to_content(), json!({}));
+    };
+    assert_eq!(
+        signing_payload(&room, &user, &device, &until_revoked, 7),
+        r#"{"device_id":"ALICEDEV","granted_ts":7,"receive":true,"room_id":"!walkie:example.org","talk":false,"type":"org.matrix.msc4002.consent","user_id":"@alice:example.org"}"#
+    );
+
+    // Every bound field changes the payload.
+    let other_room = RoomId::parse("!other:example.org").unwrap();
+    let bob = UserId::parse("@bob:example.org").unwrap();
+    let variants = [
+        signing_payload(&other_room, &user, &device, &consent, 1_767_220_000_000),
+        signing_payload(&room, &bob, &device, &consent, 1_767_220_000_000),
+        signing_payload(&room, &user, &dev("PHONE"), &consent, 1_767_220_000_000),
+        signing_payload(&room, &user, &device, &until_revoked, 1_767_220_000_000),
+        signing_payload(&room, &user, &device, &consent, 1_767_220_000_001),
+    ];
+    for v in &variants {
+        assert_ne!(v, &payload);
+    }
+
+    // Characters JSON must escape still yield the JSON serde_json reads back.
+    let odd = DeviceId::parse("D\"\\é").unwrap();
+    let p = signing_payload(&room, &user, &odd, &until_revoked, 7);
+    assert_eq!(
+        serde_json::from_str::<Value>(&p).unwrap()["device_id"],
+        json!("D\"\\é")
+    );
 }
 
 #[test]
@@ -376,6 +590,11 @@ fn arb_json() -> impl Strategy<Value = Value> {
                     Just("start_ts".to_string()),
                     Just("frames".to_string()),
                     Just("frame_ms".to_string()),
+                    Just("devices".to_string()),
+                    Just("receive".to_string()),
+                    Just("talk".to_string()),
+                    Just("granted_ts".to_string()),
+                    Just("signature".to_string()),
                     "[a-z]{1,6}"
                 ],
                 inner,
@@ -416,13 +635,23 @@ proptest! {
     }
 
     #[test]
-    fn state_keys_round_trip(local in "[a-z0-9._=/+-]{1,20}", host in "[a-z0-9-]{1,10}(\\.[a-z]{2,5})?",
-                             port in proptest::option::of(1u16..), dev in "[A-Za-z0-9_]{1,16}") {
-        let server = match port { Some(p) => format!("{host}:{p}"), None => host };
-        let u = UserId::parse(&format!("@{local}:{server}")).unwrap();
-        let d = DeviceId::parse(&dev).unwrap();
-        let k = ConsentStateKey::parse(&ConsentStateKey::format(&u, &d)).unwrap();
-        prop_assert_eq!(k.user_id, u);
-        prop_assert_eq!(k.device_id, d);
+    fn consent_contents_round_trip(
+        entries in prop::collection::btree_map(
+            "[A-Za-z0-9_]{1,16}",
+            (any::<bool>(), proptest::option::of(any::<u64>()), any::<u64>(), "[A-Za-z0-9+/]{1,86}"),
+            0..6,
+        ),
+    ) {
+        let mut content = ConsentContent::default();
+        for (device, (talk, expires_ts, granted_ts, signature)) in entries {
+            content.devices.insert(DeviceId::parse(&device).unwrap(), SignedConsent {
+                consent: Consent { receive: true, talk, expires_ts },
+                granted_ts,
+                signature,
+            });
+        }
+        let parsed = ConsentContent::parse(&content.to_content()).unwrap();
+        prop_assert!(parsed.rejected.is_empty());
+        prop_assert_eq!(parsed.content, content);
     }
 }

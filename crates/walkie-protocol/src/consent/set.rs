@@ -1,47 +1,22 @@
 //! Consent of one room: which devices may receive and which may talk, and
 //! until when.
 //!
-//! This module owns the rules applied to `org.matrix.msc4002.consent` state
-//! events (parsed by the parent module): consent is per device; the state key
-//! `_@user:server_DEVICE` must name the event's sender; `{}` revokes; an
-//! `expires_ts` in the past means absent (no server round trip is needed for
-//! expiry); `talk` implies `receive`. Time is passed in (ms since the Unix
-//! epoch, local clock). It does no I/O: the engine feeds it state events and
-//! asks it who to send audio to ([`ConsentSet::receivers`]) and whether a
-//! claim may be honoured ([`ConsentSet::may_talk`]).
+//! This module owns the rules applied to grants once they are trusted:
+//! consent is per device; the latest grant of a device replaces the earlier
+//! one; an `expires_ts` in the past means absent (no server round trip is
+//! needed for expiry); `talk` counts only with `receive`. Time is passed in
+//! (ms since the Unix epoch, local clock). It neither parses nor verifies
+//! (the parent module owns the wire shape; the engine checks each grant's
+//! signature and its device's cross-signing, then [`ConsentSet::insert`]s
+//! it) and does no I/O: the engine asks it who to send audio to
+//! ([`ConsentSet::receivers`]) and whether a claim may be honoured
+//! ([`ConsentSet::may_talk`]).
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use crate::{Consent, DeviceId, UserId};
 
-use crate::{Consent, ConsentContent, ConsentStateKey, DeviceId, ProtocolError, UserId};
-
-/// Why a consent state event was not applied as a grant.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConsentError {
-    /// The state key is not `_@user:server_DEVICE`; nothing changed.
-    #[error("not a consent state key: {0}")]
-    StateKey(ProtocolError),
-    /// The state key names another user than the sender. It grants nothing,
-    /// and the device it names counts as not consenting: this event is now
-    /// the room's current state for that key, so the genuine one is gone
-    /// for every client that syncs the room afresh.
-    #[error("state key {state_key:?} names {named}, but {sender} sent it: ignored")]
-    ForeignStateKey {
-        state_key: String,
-        named: UserId,
-        sender: UserId,
-    },
-    /// The content is invalid; the device counts as not consenting.
-    #[error("invalid consent from {user} / {device}: {error}")]
-    Content {
-        user: UserId,
-        device: DeviceId,
-        error: ProtocolError,
-    },
-}
-
-/// What an applied consent event changed.
+/// What [`ConsentSet::insert`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsentChange {
     /// The device now consents (until `consent.expires_ts`, if any).
@@ -50,14 +25,14 @@ pub enum ConsentChange {
         device: DeviceId,
         consent: Consent,
     },
-    /// `{}` (or a grant of nothing): the device no longer consents.
-    Revoked { user: UserId, device: DeviceId },
-    /// A grant whose `expires_ts` is already past: treated as absent.
+    /// The grant is not in force at the time given (its `expires_ts` is
+    /// past, or it grants nothing): not stored, and the device's earlier
+    /// grant is gone.
     AlreadyExpired { user: UserId, device: DeviceId },
 }
 
-/// The consents of one room, keyed by (user, device). Only the latest state
-/// event per device counts; expired entries behave as absent.
+/// The consents of one room, keyed by (user, device). Only the latest grant
+/// per device counts; expired entries behave as absent.
 #[derive(Debug, Clone, Default)]
 pub struct ConsentSet {
     entries: BTreeMap<(UserId, DeviceId), Consent>,
@@ -68,46 +43,26 @@ impl ConsentSet {
         Self::default()
     }
 
-    /// Applies one `org.matrix.msc4002.consent` state event (from the room
-    /// state at start-up, or from the timeline, in order). `sender` is the
-    /// event's sender as the homeserver reported it.
-    pub fn apply(
+    /// Records `device`'s grant (already verified by the caller), replacing
+    /// any earlier one. A grant not in force at `now` is not stored.
+    pub fn insert(
         &mut self,
-        state_key: &str,
-        sender: &UserId,
-        content: &Value,
+        user: UserId,
+        device: DeviceId,
+        consent: Consent,
         now: u64,
-    ) -> Result<ConsentChange, ConsentError> {
-        let key = ConsentStateKey::parse(state_key).map_err(ConsentError::StateKey)?;
-        let (user, device) = (key.user_id, key.device_id);
-        if &user != sender {
-            self.entries.remove(&(user.clone(), device));
-            return Err(ConsentError::ForeignStateKey {
-                state_key: state_key.to_owned(),
-                named: user,
-                sender: sender.clone(),
-            });
+    ) -> ConsentChange {
+        let key = (user, device);
+        self.entries.remove(&key);
+        let (user, device) = key;
+        if !consent.is_active(now) {
+            return ConsentChange::AlreadyExpired { user, device };
         }
-        let parsed = ConsentContent::parse(content);
-        self.entries.remove(&(user.clone(), device.clone()));
-        match parsed {
-            Err(error) => Err(ConsentError::Content {
-                user,
-                device,
-                error,
-            }),
-            Ok(ConsentContent::Revoked) => Ok(ConsentChange::Revoked { user, device }),
-            Ok(ConsentContent::Granted(consent)) if !consent.is_active(now) => {
-                Ok(ConsentChange::AlreadyExpired { user, device })
-            }
-            Ok(ConsentContent::Granted(consent)) => {
-                self.entries.insert((user.clone(), device.clone()), consent);
-                Ok(ConsentChange::Granted {
-                    user,
-                    device,
-                    consent,
-                })
-            }
+        self.entries.insert((user.clone(), device.clone()), consent);
+        ConsentChange::Granted {
+            user,
+            device,
+            consent,
         }
     }
 
@@ -195,7 +150,6 @@ impl ConsentSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn u(s: &str) -> UserId {
         UserId::parse(s).unwrap()
@@ -204,66 +158,64 @@ mod tests {
         DeviceId::parse(s).unwrap()
     }
     const ALICE: &str = "@alice:a.org";
-    const KEY_A1: &str = "_@alice:a.org_A1";
+    const BOB: &str = "@bob:b.org";
 
-    fn grant(set: &mut ConsentSet, key: &str, sender: &str, content: Value, now: u64) {
-        set.apply(key, &u(sender), &content, now).unwrap();
+    fn c(receive: bool, talk: bool, expires_ts: Option<u64>) -> Consent {
+        Consent {
+            receive,
+            talk,
+            expires_ts,
+        }
+    }
+
+    fn grant(set: &mut ConsentSet, user: &str, device: &str, consent: Consent, now: u64) {
+        let ch = set.insert(u(user), d(device), consent, now);
+        assert!(matches!(ch, ConsentChange::Granted { .. }), "{ch:?}");
     }
 
     #[test]
     fn grant_then_query() {
         let mut s = ConsentSet::new();
-        let ch = s
-            .apply(
-                KEY_A1,
-                &u(ALICE),
-                &json!({"receive": true, "talk": true}),
-                0,
-            )
-            .unwrap();
-        assert!(matches!(ch, ConsentChange::Granted { .. }));
+        let ch = s.insert(u(ALICE), d("A1"), c(true, true, None), 0);
+        assert_eq!(
+            ch,
+            ConsentChange::Granted {
+                user: u(ALICE),
+                device: d("A1"),
+                consent: c(true, true, None)
+            }
+        );
         assert!(s.may_talk(&u(ALICE), &d("A1"), 10));
         assert!(s.may_receive(&u(ALICE), &d("A1"), 10));
         assert!(!s.may_talk(&u(ALICE), &d("A2"), 10), "per device");
         assert_eq!(s.receivers(10), vec![(u(ALICE), d("A1"))]);
         assert_eq!(s.next_expiry(10), None, "permanent");
+        assert_eq!(s.get(&u(ALICE), &d("A1"), 10), Some(c(true, true, None)));
     }
 
     #[test]
     fn receive_only_may_not_talk() {
         let mut s = ConsentSet::new();
-        grant(&mut s, KEY_A1, ALICE, json!({"receive": true}), 0);
+        grant(&mut s, ALICE, "A1", c(true, false, None), 0);
         assert!(!s.may_talk(&u(ALICE), &d("A1"), 1));
         assert!(s.may_receive(&u(ALICE), &d("A1"), 1));
     }
 
     #[test]
-    fn talk_without_receive_is_refused_and_clears() {
+    fn talk_without_receive_grants_neither() {
+        // The parser refuses such an entry; a caller that builds one anyway
+        // gets neither talk nor receive.
         let mut s = ConsentSet::new();
-        grant(&mut s, KEY_A1, ALICE, json!({"receive": true}), 0);
-        let e = s
-            .apply(KEY_A1, &u(ALICE), &json!({"talk": true}), 1)
-            .unwrap_err();
-        assert!(matches!(
-            e,
-            ConsentError::Content {
-                error: ProtocolError::TalkWithoutReceive,
-                ..
-            }
-        ));
-        assert!(s.receivers(2).is_empty());
+        s.insert(u(ALICE), d("A1"), c(false, true, None), 0);
+        assert!(!s.may_talk(&u(ALICE), &d("A1"), 1));
+        assert!(!s.may_receive(&u(ALICE), &d("A1"), 1));
+        assert!(s.receivers(1).is_empty());
     }
 
     #[test]
     fn expiry_is_absence() {
         let mut s = ConsentSet::new();
-        grant(
-            &mut s,
-            KEY_A1,
-            ALICE,
-            json!({"receive": true, "talk": true, "expires_ts": 100}),
-            0,
-        );
+        grant(&mut s, ALICE, "A1", c(true, true, Some(100)), 0);
         assert!(s.may_talk(&u(ALICE), &d("A1"), 99));
         assert!(!s.may_talk(&u(ALICE), &d("A1"), 100), "expiry is exclusive");
         assert!(s.receivers(100).is_empty());
@@ -275,134 +227,50 @@ mod tests {
     #[test]
     fn already_expired_grant_is_absent() {
         let mut s = ConsentSet::new();
-        let ch = s
-            .apply(
-                KEY_A1,
-                &u(ALICE),
-                &json!({"receive": true, "expires_ts": 5}),
-                10,
-            )
-            .unwrap();
+        let ch = s.insert(u(ALICE), d("A1"), c(true, false, Some(5)), 10);
+        assert_eq!(
+            ch,
+            ConsentChange::AlreadyExpired {
+                user: u(ALICE),
+                device: d("A1")
+            }
+        );
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn an_expired_or_empty_grant_replaces_the_earlier_one() {
+        let mut s = ConsentSet::new();
+        grant(&mut s, ALICE, "A1", c(true, true, None), 0);
+        let ch = s.insert(u(ALICE), d("A1"), c(true, true, Some(5)), 10);
+        assert!(matches!(ch, ConsentChange::AlreadyExpired { .. }));
+        assert!(!s.may_receive(&u(ALICE), &d("A1"), 11));
+        assert!(s.is_empty());
+
+        grant(&mut s, ALICE, "A1", c(true, true, None), 20);
+        let ch = s.insert(u(ALICE), d("A1"), c(false, false, None), 21);
         assert!(matches!(ch, ConsentChange::AlreadyExpired { .. }));
         assert!(s.is_empty());
     }
 
     #[test]
-    fn empty_content_revokes() {
+    fn latest_grant_wins() {
         let mut s = ConsentSet::new();
-        grant(
-            &mut s,
-            KEY_A1,
-            ALICE,
-            json!({"receive": true, "talk": true}),
-            0,
-        );
-        let ch = s.apply(KEY_A1, &u(ALICE), &json!({}), 1).unwrap();
-        assert_eq!(
-            ch,
-            ConsentChange::Revoked {
-                user: u(ALICE),
-                device: d("A1")
-            }
-        );
-        assert!(!s.may_receive(&u(ALICE), &d("A1"), 2));
-    }
-
-    #[test]
-    fn latest_event_wins() {
-        let mut s = ConsentSet::new();
-        grant(
-            &mut s,
-            KEY_A1,
-            ALICE,
-            json!({"receive": true, "talk": true}),
-            0,
-        );
-        grant(
-            &mut s,
-            KEY_A1,
-            ALICE,
-            json!({"receive": true, "expires_ts": 50}),
-            1,
-        );
-        assert!(!s.may_talk(&u(ALICE), &d("A1"), 2));
-        assert_eq!(s.next_expiry(2), Some(50));
-    }
-
-    #[test]
-    fn foreign_state_key_grants_nothing_and_clears() {
-        let mut s = ConsentSet::new();
-        grant(&mut s, KEY_A1, ALICE, json!({"receive": true}), 0);
-        let e = s
-            .apply(
-                KEY_A1,
-                &u("@mallory:m.org"),
-                &json!({"receive": true, "talk": true}),
-                1,
-            )
-            .unwrap_err();
-        assert!(matches!(e, ConsentError::ForeignStateKey { .. }));
-        assert!(e.to_string().contains("@mallory:m.org"));
-        assert!(!s.may_receive(&u(ALICE), &d("A1"), 2));
-        assert!(!s.may_talk(&u("@mallory:m.org"), &d("A1"), 2));
-        assert!(s.is_empty());
-    }
-
-    #[test]
-    fn bad_state_key_changes_nothing() {
-        let mut s = ConsentSet::new();
-        grant(&mut s, KEY_A1, ALICE, json!({"receive": true}), 0);
-        for key in ["", "@alice:a.org_A1", "_@alice:a.org", "junk"] {
-            let e = s
-                .apply(key, &u(ALICE), &json!({"receive": true}), 1)
-                .unwrap_err();
-            assert!(matches!(e, ConsentError::StateKey(_)), "{key}");
-        }
+        grant(&mut s, ALICE, "A1", c(true, true, None), 0);
+        grant(&mut s, ALICE, "A1", c(true, false, Some(50)), 1);
         assert_eq!(s.len(), 1);
-    }
-
-    #[test]
-    fn malformed_content_clears() {
-        let mut s = ConsentSet::new();
-        grant(&mut s, KEY_A1, ALICE, json!({"receive": true}), 0);
-        let e = s
-            .apply(KEY_A1, &u(ALICE), &json!({"receive": "please"}), 1)
-            .unwrap_err();
-        assert!(matches!(e, ConsentError::Content { .. }));
-        assert!(s.is_empty());
+        assert!(!s.may_talk(&u(ALICE), &d("A1"), 2));
+        assert!(s.may_receive(&u(ALICE), &d("A1"), 2));
+        assert_eq!(s.next_expiry(2), Some(50));
     }
 
     #[test]
     fn receivers_and_next_expiry_across_devices() {
         let mut s = ConsentSet::new();
-        grant(
-            &mut s,
-            KEY_A1,
-            ALICE,
-            json!({"receive": true, "expires_ts": 300}),
-            0,
-        );
-        grant(
-            &mut s,
-            "_@alice:a.org_A2",
-            ALICE,
-            json!({"receive": true, "talk": true, "expires_ts": 200}),
-            0,
-        );
-        grant(
-            &mut s,
-            "_@bob:b.org_B1",
-            "@bob:b.org",
-            json!({"receive": true}),
-            0,
-        );
-        grant(
-            &mut s,
-            "_@carol:c.org_C1",
-            "@carol:c.org",
-            json!({"receive": true, "expires_ts": 100}),
-            0,
-        );
+        grant(&mut s, ALICE, "A1", c(true, false, Some(300)), 0);
+        grant(&mut s, ALICE, "A2", c(true, true, Some(200)), 0);
+        grant(&mut s, BOB, "B1", c(true, false, None), 0);
+        grant(&mut s, "@carol:c.org", "C1", c(true, false, Some(100)), 0);
         assert_eq!(s.receivers(0).len(), 4);
         assert_eq!(s.next_expiry(0), Some(100));
         assert_eq!(s.next_expiry(100), Some(200));
@@ -410,31 +278,19 @@ mod tests {
         assert_eq!(s.next_expiry(300), None);
         assert_eq!(
             s.receivers(250),
-            vec![(u(ALICE), d("A1")), (u("@bob:b.org"), d("B1"))]
+            vec![(u(ALICE), d("A1")), (u(BOB), d("B1"))]
         );
     }
 
     #[test]
     fn explicit_revoke_and_remove_user() {
         let mut s = ConsentSet::new();
-        grant(&mut s, KEY_A1, ALICE, json!({"receive": true}), 0);
-        grant(
-            &mut s,
-            "_@alice:a.org_A2",
-            ALICE,
-            json!({"receive": true}),
-            0,
-        );
-        grant(
-            &mut s,
-            "_@bob:b.org_B1",
-            "@bob:b.org",
-            json!({"receive": true}),
-            0,
-        );
+        grant(&mut s, ALICE, "A1", c(true, false, None), 0);
+        grant(&mut s, ALICE, "A2", c(true, false, None), 0);
+        grant(&mut s, BOB, "B1", c(true, false, None), 0);
         assert!(s.revoke(&u(ALICE), &d("A1")));
         assert!(!s.revoke(&u(ALICE), &d("A1")));
         assert_eq!(s.remove_user(&u(ALICE)), 1);
-        assert_eq!(s.receivers(0), vec![(u("@bob:b.org"), d("B1"))]);
+        assert_eq!(s.receivers(0), vec![(u(BOB), d("B1"))]);
     }
 }

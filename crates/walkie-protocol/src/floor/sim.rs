@@ -40,7 +40,8 @@ use serde_json::Value;
 use super::*;
 use crate::{
     room::{PressError, RoomEvent, RoomMachine},
-    ChunkHeader, ConsentSet, DeviceId, RoomId, SessionId, UserId, ValidatedChunk, WalkieGroup,
+    ChunkHeader, Consent, ConsentSet, DeviceId, RoomId, SessionId, UserId, ValidatedChunk,
+    WalkieGroup,
 };
 
 /// Real time zero (ms since the epoch), far from 0 so skewed clocks stay
@@ -194,9 +195,8 @@ impl Sim {
         };
         let mut consents = ConsentSet::new();
         for i in 0..sc.offsets.len() {
-            let key = format!("_{}_{}", user_of(i), device_of(i));
-            let grant = serde_json::json!({ "receive": true, "talk": true });
-            consents.apply(&key, &user_of(i), &grant, REAL0).unwrap();
+            let grant = Consent::granted_for(None, true, REAL0);
+            consents.insert(user_of(i), device_of(i), grant, REAL0);
         }
         let clients = sc
             .offsets

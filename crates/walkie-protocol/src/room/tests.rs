@@ -1,12 +1,10 @@
 //! Unit tests of the room machine's admission rules, one (or a few) per
 //! rule, with time passed in.
 
-use serde_json::json;
-
 use super::*;
 use std::collections::BTreeSet;
 
-use crate::ChunkHeader;
+use crate::{ChunkHeader, Consent, ConsentChange};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -34,12 +32,16 @@ fn counter() -> SessionIdSource {
 /// `who` (a user whose device id is its name in capitals) consents from
 /// `from` until `until` (`None`: until revoked), talking if `talk`.
 fn grant(set: &mut ConsentSet, who: &str, talk: bool, until: Option<u64>) {
-    let key = format!("_{}_{}", user(who), dev(who));
-    let mut content = json!({ "receive": true, "talk": talk });
-    if let Some(t) = until {
-        content["expires_ts"] = json!(t);
-    }
-    set.apply(&key, &user(who), &content, T0).unwrap();
+    let consent = Consent {
+        receive: true,
+        talk,
+        expires_ts: until,
+    };
+    let change = set.insert(user(who), dev(who), consent, T0);
+    assert!(
+        matches!(change, ConsentChange::Granted { .. }),
+        "{change:?}"
+    );
 }
 
 fn group() -> WalkieGroup {
