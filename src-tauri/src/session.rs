@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use tauri::{AppHandle, Manager};
 use walkie_audio::queue_store::QueueStore;
 use walkie_core::{
-    matrix_sdk::authentication::matrix::MatrixSession, secrets::Keyring, Account, Engine,
-    EngineEvent, EngineTasks, SignInRequest,
+    matrix_sdk::authentication::matrix::MatrixSession, secrets::Keyring, store_key::Fallback,
+    Account, Engine, EngineEvent, EngineTasks, SignInRequest,
 };
 
 use crate::{
@@ -74,7 +74,14 @@ pub fn start(app: AppHandle, config: AppConfig) {
             s.account = AccountState::SigningIn;
             s.homeserver = Some(saved.homeserver.clone());
         });
-        match Account::restore(&saved.account_dir, &saved.homeserver, saved.session).await {
+        match Account::restore(
+            &saved.account_dir,
+            &saved.homeserver,
+            saved.session,
+            Fallback::KeyringOnly,
+        )
+        .await
+        {
             Ok(account) => {
                 tracing::info!(user = %account.user_id(), "session restored from the keyring");
                 run(app.clone(), account, &config).await;
@@ -113,7 +120,7 @@ pub async fn sign_in(
         .data_dir
         .join("accounts")
         .join(account_dir_name(&creds.homeserver, &creds.user));
-    let account = match Account::sign_in(&dir, &request).await {
+    let account = match Account::sign_in(&dir, &request, Fallback::KeyringOnly).await {
         Ok(a) => a,
         Err(e) => {
             let message = e.to_string();

@@ -340,7 +340,7 @@ impl Synapse {
             password: user.password.clone(),
             device_display_name: format!("walkie test {}", user.localpart),
         };
-        Ok(Account::sign_in(store, &req).await?)
+        Ok(Account::sign_in(store, &req, walkie_core::store_key::Fallback::File).await?)
     }
 
     /// A raw client-server API GET with `access_token`, answered as JSON.

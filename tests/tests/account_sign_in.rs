@@ -4,7 +4,7 @@
 #![recursion_limit = "256"]
 
 use anyhow::Result;
-use walkie_core::{Account, AccountError, SignInRequest};
+use walkie_core::{store_key::Fallback, Account, AccountError, SignInRequest};
 use walkie_tests::Synapse;
 
 fn request(hs: &Synapse, user: &str, password: &str) -> SignInRequest {
@@ -21,14 +21,22 @@ async fn signing_in_again_from_the_same_store_keeps_the_device() -> Result<()> {
     let hs = Synapse::start().await?;
     let dave = hs.register("dave").await?;
     let store = tempfile::tempdir()?;
-    let first =
-        Account::sign_in(store.path(), &request(&hs, &dave.user_id, &dave.password)).await?;
+    let first = Account::sign_in(
+        store.path(),
+        &request(&hs, &dave.user_id, &dave.password),
+        Fallback::File,
+    )
+    .await?;
     let device = first.device_id();
     let token = first.client().access_token().unwrap_or_default();
     drop(first);
 
-    let second =
-        Account::sign_in(store.path(), &request(&hs, &dave.user_id, &dave.password)).await?;
+    let second = Account::sign_in(
+        store.path(),
+        &request(&hs, &dave.user_id, &dave.password),
+        Fallback::File,
+    )
+    .await?;
     assert_eq!(
         second.device_id(),
         device,
@@ -57,12 +65,23 @@ async fn a_wrong_password_says_so() -> Result<()> {
     let hs = Synapse::start().await?;
     let erin = hs.register("erin").await?;
     let store = tempfile::tempdir()?;
-    match Account::sign_in(store.path(), &request(&hs, "erin", "not-the-password")).await {
+    match Account::sign_in(
+        store.path(),
+        &request(&hs, "erin", "not-the-password"),
+        Fallback::File,
+    )
+    .await
+    {
         Err(AccountError::WrongPassword { user }) => assert_eq!(user, "erin"),
         other => panic!("expected WrongPassword, got {other:?}"),
     }
     // And the right one still works afterwards.
-    let account = Account::sign_in(store.path(), &request(&hs, "erin", &erin.password)).await?;
+    let account = Account::sign_in(
+        store.path(),
+        &request(&hs, "erin", &erin.password),
+        Fallback::File,
+    )
+    .await?;
     assert_eq!(account.user_id(), erin.user_id);
     Ok(())
 }
@@ -79,7 +98,9 @@ async fn an_unreachable_homeserver_is_reported_as_unreachable() -> Result<()> {
         password: "pw".into(),
         device_display_name: "walkie test".into(),
     };
-    let err = Account::sign_in(store.path(), &req).await.err();
+    let err = Account::sign_in(store.path(), &req, Fallback::File)
+        .await
+        .err();
     assert!(
         matches!(
             err,

@@ -14,14 +14,9 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use reqwest::Method;
 use serde_json::json;
-use walkie_audio::codec::OpusEncoder;
 use walkie_core::{
-    engine::now_ms,
-    matrix_sdk::{
-        config::SyncSettings,
-        ruma::{serde::Raw, OwnedDeviceId, OwnedUserId},
-    },
-    protocol::{ChunkHeader, RoomId, SessionId, WalkieGroup, AUDIO_EVENT_TYPE, GROUP_EVENT_TYPE},
+    matrix_sdk::ruma::OwnedDeviceId,
+    protocol::{WalkieGroup, GROUP_EVENT_TYPE},
 };
 use walkie_tests::{speech_wav, Synapse};
 
@@ -127,37 +122,7 @@ async fn a_kicked_member_is_neither_listed_nor_heard() -> Result<()> {
 
     // carol, kicked, sends a well-formed claim with audio to bob's device
     // from her own Olm session: bob drops it, saying why.
-    let account = restore(&hs, &carol).await?;
-    let client = account.client().clone();
-    client
-        .sync_once(SyncSettings::default().timeout(Duration::ZERO))
-        .await?;
-    let bob_id = OwnedUserId::try_from(b.user_id.as_str())?;
-    client.encryption().request_user_identity(&bob_id).await?;
-    let bob_device = client
-        .encryption()
-        .get_device(&bob_id, &bob_device)
-        .await?
-        .context("bob's device keys")?;
-    let packet = OpusEncoder::new()?.encode(&[0i16; 960])?;
-    let start = now_ms();
-    let claim = ChunkHeader {
-        session_id: SessionId::parse("KKKKKKKKKKKKKKKKKKKKKK")?,
-        seq: 0,
-        start_ts: start,
-        ts: start,
-        end: false,
-    }
-    .to_content(&RoomId::parse(&room)?, std::slice::from_ref(&packet))?;
-    client
-        .encryption()
-        .encrypt_and_send_raw_to_device(
-            vec![&bob_device],
-            AUDIO_EVENT_TYPE,
-            Raw::new(&claim)?.cast_unchecked(),
-            Default::default(),
-        )
-        .await?;
+    hostile_claim(&hs, &carol, &room, &b.user_id, bob_device.as_str()).await?;
     let (dropped, seen) = wait_for(&rx, Duration::from_secs(30), |e| {
         e["event"] == "dropped" && e["reason"].as_str().is_some_and(|r| r.contains(&c.user_id))
     })?;
@@ -180,6 +145,5 @@ async fn a_kicked_member_is_neither_listed_nor_heard() -> Result<()> {
     assert_eq!(saved["session_id"], talk["session_id"]);
     listener.kill()?;
     listener.wait()?;
-    drop(account);
     Ok(())
 }

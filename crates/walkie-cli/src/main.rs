@@ -8,6 +8,7 @@ mod exit;
 mod listen;
 mod session_file;
 mod talk;
+mod trust_cmd;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -30,7 +31,8 @@ use walkie_audio::{
 #[command(
     name = "walkie",
     version,
-    about = "Matrix push-to-talk from the command line"
+    about = "Matrix push-to-talk from the command line",
+    after_help = "Keys at rest: each data directory's matrix-sdk store (device keys, Olm sessions) is encrypted with a passphrase kept in the OS keyring (Secret Service). Where no keyring is running (a headless server, CI), the passphrase goes in <data dir>/store-passphrase instead, a file only you can read (mode 0600): anyone who can read your files as you, or as root, can then open the store."
 )]
 struct Cli {
     /// Where this client keeps its session and encrypted store.
@@ -144,6 +146,20 @@ enum Command {
     },
     /// The audio input and output devices, as JSON.
     Devices,
+    /// This device's verification: `status`, `recovery-key`, or emoji
+    /// (`request DEVICE` on one device, `accept` on the other).
+    Verify {
+        #[command(subcommand)]
+        how: trust_cmd::VerifyHow,
+    },
+    /// The account's recovery (`reset`: a new identity and recovery key).
+    Recovery {
+        #[command(subcommand)]
+        action: trust_cmd::RecoveryAction,
+    },
+    /// Accept that a user's cryptographic identity changed (check with them
+    /// first): their signed devices hear you and are heard again.
+    AcceptIdentity { user: String },
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -158,7 +174,7 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
 
 /// The sign-in password: `WALKIE_PASSWORD`, else asked on the terminal
 /// without echo, else the first line of standard input (a pipe).
-fn read_password() -> anyhow::Result<String> {
+pub(crate) fn read_password() -> anyhow::Result<String> {
     use std::io::{BufRead, IsTerminal};
     if let Ok(password) = std::env::var("WALKIE_PASSWORD") {
         return Ok(password);
@@ -177,6 +193,11 @@ fn read_password() -> anyhow::Result<String> {
         "no password: set WALKIE_PASSWORD, type it when asked, or pipe it in"
     );
     Ok(password)
+}
+
+/// Tells a user on an unverified device how to verify it.
+fn key_hint() {
+    eprintln!("walkie: this device is not verified yet, so others will not talk to it: run `walkie verify recovery-key`, or `walkie verify request DEVICE` here and `walkie verify accept` on a device of yours that is verified.");
 }
 
 /// `15m`, `1h`, `8h`, `90s` or `forever` (`None`): how long a consent lasts.
@@ -219,7 +240,13 @@ async fn main() -> ExitCode {
 
 async fn restore(data_dir: &std::path::Path) -> Result<Account, CliError> {
     let saved = session_file::load(data_dir)?.ok_or(CliError::NotSignedIn)?;
-    Ok(Account::restore(data_dir, &saved.homeserver, saved.session).await?)
+    Ok(Account::restore(
+        data_dir,
+        &saved.homeserver,
+        saved.session,
+        walkie_core::store_key::Fallback::File,
+    )
+    .await?)
 }
 
 /// Starts the engine and waits for its first sync (room state known).
@@ -276,6 +303,27 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     };
     match cli.command {
         Command::Devices => print_devices()?,
+        Command::Verify { how } => {
+            let account = restore(&data_dir).await?;
+            let (engine, tasks, _events) = start_engine(&account).await?;
+            let result = trust_cmd::verify(&account, &engine, how).await;
+            finish(&engine, tasks).await;
+            result?;
+        }
+        Command::Recovery { action } => {
+            let account = restore(&data_dir).await?;
+            let (engine, tasks, _events) = start_engine(&account).await?;
+            let result = trust_cmd::recovery(&account, action).await;
+            finish(&engine, tasks).await;
+            result?;
+        }
+        Command::AcceptIdentity { user } => {
+            let account = restore(&data_dir).await?;
+            let (engine, tasks, _events) = start_engine(&account).await?;
+            let result = trust_cmd::accept_identity(&engine, &user).await;
+            finish(&engine, tasks).await;
+            result?;
+        }
         Command::ServerInfo { server } => {
             let server = match server.strip_prefix('@').and_then(|u| u.split_once(':')) {
                 Some((_, name)) => name.to_owned(),
@@ -306,7 +354,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 password,
                 device_display_name: "walkie CLI".into(),
             };
-            let account = Account::sign_in(&data_dir, &req).await?;
+            let account =
+                Account::sign_in(&data_dir, &req, walkie_core::store_key::Fallback::File).await?;
             let session = account.session().context("signed in without a session")?;
             session_file::save(
                 &data_dir,
@@ -315,9 +364,22 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     session,
                 },
             )?;
+            let state = walkie_core::trust::own_device_state(account.client())
+                .await
+                .map_err(anyhow::Error::from)?;
+            if account.new_recovery_key().is_some() {
+                eprintln!("walkie: this account now has a cross-signing identity. Its recovery key is shown once, below, as \"recovery_key\": keep it safe (a password manager); it verifies your other devices and restores your keys.");
+            } else if state == walkie_core::trust::OwnDeviceState::Unverified {
+                key_hint();
+            }
             println!(
                 "{}",
-                json!({"user_id": account.user_id(), "device_id": account.device_id()})
+                json!({
+                    "user_id": account.user_id(),
+                    "device_id": account.device_id(),
+                    "device_state": state,
+                    "recovery_key": account.new_recovery_key(),
+                })
             );
         }
         Command::Logout => {

@@ -10,6 +10,11 @@ use matrix_sdk::{
 };
 use thiserror::Error;
 
+use crate::{
+    store_key::{self, Fallback},
+    trust,
+};
+
 /// What can go wrong while opening or signing in an account.
 #[derive(Debug, Error)]
 pub enum AccountError {
@@ -33,6 +38,10 @@ pub enum AccountError {
     },
     #[error(transparent)]
     Matrix(#[from] Box<matrix_sdk::Error>),
+    #[error(transparent)]
+    StoreKey(#[from] crate::store_key::StoreKeyError),
+    #[error("setting up encryption trust: {0}")]
+    Trust(#[from] crate::trust::TrustError),
 }
 
 /// Everything needed to sign in with a password.
@@ -53,6 +62,10 @@ pub struct SignInRequest {
 pub struct Account {
     client: Client,
     data_dir: PathBuf,
+    store_passphrase: String,
+    /// Set by a sign-in that created the account's cross-signing identity:
+    /// the recovery key, to show the user once.
+    new_recovery_key: Option<String>,
 }
 
 const DEVICE_ID_FILE: &str = "device_id";
@@ -63,15 +76,26 @@ impl Account {
     /// matrix-sdk SQLite store (crypto keys included) and the device id it
     /// belongs to; signing in again with the same `data_dir` reuses that
     /// device instead of creating a new one.
-    pub async fn sign_in(data_dir: &Path, req: &SignInRequest) -> Result<Self, AccountError> {
+    ///
+    /// The store is encrypted with a passphrase from the OS keyring (or,
+    /// where `fallback` allows, a 0600 file; see [`crate::store_key`]). If
+    /// the account has no cross-signing identity yet, one is created with
+    /// recovery ([`Account::new_recovery_key`]).
+    pub async fn sign_in(
+        data_dir: &Path,
+        req: &SignInRequest,
+        fallback: Fallback,
+    ) -> Result<Self, AccountError> {
         let io = |source| AccountError::Io {
             path: data_dir.to_owned(),
             source,
         };
         std::fs::create_dir_all(data_dir).map_err(io)?;
+        let store_dir = data_dir.join(STORE_DIR);
+        let store_passphrase = store_key::passphrase(data_dir, &store_dir, fallback).await?;
         let client = Client::builder()
             .server_name_or_homeserver_url(&req.server)
-            .sqlite_store(data_dir.join(STORE_DIR), None)
+            .sqlite_store(&store_dir, Some(&store_passphrase))
             .build()
             .await
             .map_err(|source| AccountError::Unreachable {
@@ -104,9 +128,12 @@ impl Account {
             homeserver = %client.homeserver(),
             "signed in"
         );
+        let new_recovery_key = trust::set_up_at_sign_in(&client, &req.password).await?;
         Ok(Self {
             client,
             data_dir: data_dir.to_owned(),
+            store_passphrase,
+            new_recovery_key,
         })
     }
 
@@ -116,10 +143,13 @@ impl Account {
         data_dir: &Path,
         homeserver: &str,
         session: MatrixSession,
+        fallback: Fallback,
     ) -> Result<Self, AccountError> {
+        let store_dir = data_dir.join(STORE_DIR);
+        let store_passphrase = store_key::passphrase(data_dir, &store_dir, fallback).await?;
         let client = Client::builder()
             .homeserver_url(homeserver)
-            .sqlite_store(data_dir.join(STORE_DIR), None)
+            .sqlite_store(&store_dir, Some(&store_passphrase))
             .build()
             .await
             .map_err(|source| AccountError::Unreachable {
@@ -134,7 +164,26 @@ impl Account {
         Ok(Self {
             client,
             data_dir: data_dir.to_owned(),
+            store_passphrase,
+            new_recovery_key: None,
         })
+    }
+
+    /// The recovery key of the cross-signing identity this sign-in created,
+    /// if it created one. Shown once; Walkie does not keep it.
+    pub fn new_recovery_key(&self) -> Option<&str> {
+        self.new_recovery_key.as_deref()
+    }
+
+    /// The directory of this device's matrix-sdk store.
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join(STORE_DIR)
+    }
+
+    /// Signs consent entries with this device's key (see
+    /// [`trust::ConsentSigner`]).
+    pub async fn consent_signer(&self) -> Result<trust::ConsentSigner, trust::TrustError> {
+        trust::ConsentSigner::open(&self.store_dir(), &self.store_passphrase).await
     }
 
     /// The session (user, device, access token) to save for [`Account::restore`].
@@ -162,6 +211,7 @@ impl Account {
         if let Err(e) = self.client.matrix_auth().logout().await {
             tracing::warn!(error = %e, "the homeserver did not take the logout; deleting local data anyway");
         }
+        store_key::forget(&self.data_dir).await;
     }
 
     /// Creates a private, encrypted walkie group `name` with `group`'s

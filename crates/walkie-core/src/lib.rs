@@ -4,7 +4,9 @@
 //! `walkie-protocol`, re-exported as `protocol`), `station` (both
 //! directions of a radio for both shells), `live_talk` (one push-to-talk,
 //! microphone to engine) and `secrets` (the OS keyring, the unplayed-talks
-//! key). See `docs/architecture.md` and `docs/protocol.md`.
+//! key), `store_key` (the passphrase of the encrypted matrix-sdk
+//! store), `trust` (cross-signing, recovery, which devices may hear) and
+//! `verification` (emoji verification of the user's own devices). See `docs/architecture.md` and `docs/protocol.md`.
 #![recursion_limit = "256"]
 
 pub mod account;
@@ -13,7 +15,10 @@ pub mod engine;
 pub mod live_talk;
 pub mod secrets;
 pub mod station;
+pub mod store_key;
 pub mod sync_loop;
+pub mod trust;
+pub mod verification;
 
 pub use account::{discover, Account, AccountError, ServerInfo, SignInRequest};
 

@@ -238,7 +238,13 @@ pub async fn restore(hs: &Synapse, cli: &Cli) -> Result<walkie_core::Account> {
     use walkie_core::matrix_sdk::authentication::matrix::MatrixSession;
     let saved: Value = serde_json::from_slice(&std::fs::read(cli.dir.join("session.json"))?)?;
     let session: MatrixSession = serde_json::from_value(saved["session"].clone())?;
-    Ok(walkie_core::Account::restore(&cli.dir, &hs.url(), session).await?)
+    Ok(walkie_core::Account::restore(
+        &cli.dir,
+        &hs.url(),
+        session,
+        walkie_core::store_key::Fallback::File,
+    )
+    .await?)
 }
 
 /// All voice messages in `room` as `cli`'s device sees them, each with its
@@ -463,4 +469,56 @@ pub fn windowed_match(source: &[i16], heard: &[i16], lag: isize) -> Vec<f64> {
         scores.push(corr);
     }
     scores
+}
+
+/// Sends a well-formed claim with one frame of audio from `from`'s device
+/// to one device of `to_user`, Olm-encrypted but around Walkie's own rules
+/// (matrix-sdk's all-devices strategy), as a hostile or modified client
+/// would. The receiver must judge it on its own.
+pub async fn hostile_claim(
+    hs: &Synapse,
+    from: &Cli,
+    room: &str,
+    to_user: &str,
+    to_device: &str,
+) -> Result<()> {
+    use walkie_core::{
+        matrix_sdk::{
+            config::SyncSettings,
+            ruma::{serde::Raw, OwnedDeviceId, OwnedUserId},
+        },
+        protocol::{ChunkHeader, RoomId, SessionId, AUDIO_EVENT_TYPE},
+    };
+    let account = restore(hs, from).await?;
+    let client = account.client().clone();
+    client
+        .sync_once(SyncSettings::default().timeout(Duration::ZERO))
+        .await?;
+    let user = OwnedUserId::try_from(to_user)?;
+    client.encryption().request_user_identity(&user).await?;
+    let device = client
+        .encryption()
+        .get_device(&user, &OwnedDeviceId::from(to_device))
+        .await?
+        .context("the target device's keys")?;
+    let packet = walkie_audio::codec::OpusEncoder::new()?.encode(&[0i16; 960])?;
+    let start = walkie_core::engine::now_ms();
+    let claim = ChunkHeader {
+        session_id: SessionId::parse("KKKKKKKKKKKKKKKKKKKKKK")?,
+        seq: 0,
+        start_ts: start,
+        ts: start,
+        end: false,
+    }
+    .to_content(&RoomId::parse(room)?, std::slice::from_ref(&packet))?;
+    client
+        .encryption()
+        .encrypt_and_send_raw_to_device(
+            vec![&device],
+            AUDIO_EVENT_TYPE,
+            Raw::new(&claim)?.cast_unchecked(),
+            Default::default(),
+        )
+        .await?;
+    Ok(())
 }

@@ -13,7 +13,9 @@ use std::{
 };
 
 use matrix_sdk::{
-    deserialized_responses::ProcessedToDeviceEvent, ruma::OwnedRoomId, sync::SyncResponse,
+    deserialized_responses::{ProcessedToDeviceEvent, VerificationLevel, VerificationState},
+    ruma::OwnedRoomId,
+    sync::SyncResponse,
 };
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -187,13 +189,26 @@ pub(super) async fn run(inner: Arc<Inner>, mut syncs: mpsc::Receiver<SyncRespons
             }
             _ = tokio::time::sleep(sleep) => {}
             _ = inner.wake.notified() => {}
+            _ = inner.trust.changed.notified() => {
+                // Device lists or identities changed: which consents count
+                // may have, in every room.
+                let rooms: Vec<OwnedRoomId> = inner
+                    .client
+                    .joined_rooms()
+                    .iter()
+                    .map(|r| r.room_id().to_owned())
+                    .collect();
+                for room_id in rooms {
+                    reload_room(&inner, &room_id).await;
+                }
+            }
         }
         inner.rooms.fire_timeouts(&inner, now_ms());
     }
     tracing::debug!("engine driver stopped");
 }
 
-async fn handle_sync(inner: &Inner, response: SyncResponse, first: bool) {
+async fn handle_sync(inner: &Arc<Inner>, response: SyncResponse, first: bool) {
     // Room state first, so consents granted in this sync apply to audio in it.
     let changed: Vec<OwnedRoomId> = if first {
         inner
@@ -226,7 +241,7 @@ async fn handle_sync(inner: &Inner, response: SyncResponse, first: bool) {
 
 /// Reads a room's walkie state from the store into its machine (made on
 /// first sight of a group; dropped once it is no group and idle).
-async fn reload_room(inner: &Inner, room_id: &matrix_sdk::ruma::RoomId) {
+async fn reload_room(inner: &Arc<Inner>, room_id: &matrix_sdk::ruma::RoomId) {
     let Some(room) = inner.client.get_room(room_id) else {
         return;
     };
@@ -234,7 +249,11 @@ async fn reload_room(inner: &Inner, room_id: &matrix_sdk::ruma::RoomId) {
         return;
     };
     let now = now_ms();
-    let state = match room_state::load(&room, now).await {
+    if room.encryption_state().is_encrypted() {
+        inner.trust.watch_room(inner, &room).await;
+    }
+    let identity_changed = inner.trust.identity_changed();
+    let state = match room_state::load(&room, now, &identity_changed).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(room = %room_id, error = %e, "cannot read the room's walkie state");
@@ -249,6 +268,14 @@ async fn reload_room(inner: &Inner, room_id: &matrix_sdk::ruma::RoomId) {
             now,
         );
     });
+    if state.group.is_some() {
+        reassert_own_consent(inner, &room, &id, &state.own_content);
+    }
+    inner
+        .excluded
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id.clone(), state.excluded.clone());
     if known.is_none() && state.group.is_some() {
         tracing::info!(room = %room_id, "walkie group");
         let machine = RoomMachine::new(
@@ -267,6 +294,37 @@ async fn reload_room(inner: &Inner, room_id: &matrix_sdk::ruma::RoomId) {
     });
 }
 
+/// Puts this device's consent entry back if the room's content for our
+/// user lacks what we last wrote (a concurrent write by another of our
+/// devices dropped it) while that grant is still in force.
+fn reassert_own_consent(
+    inner: &Arc<Inner>,
+    room: &matrix_sdk::Room,
+    id: &RoomId,
+    current: &walkie_protocol::ConsentContent,
+) {
+    let device = &inner.device_id;
+    let wanted = inner.intents.get(id);
+    let active = wanted
+        .as_ref()
+        .is_some_and(|w| w.consent.is_active(now_ms()));
+    if !active || wanted.as_ref() == current.devices.get(device) {
+        return;
+    }
+    if !inner.intents.begin_rewrite(id) {
+        return;
+    }
+    let content = current.with_device(device, wanted);
+    let (inner, room, id) = (inner.clone(), room.clone(), id.clone());
+    tracing::info!(room = %id, "our consent entry was dropped by another write; putting it back");
+    tokio::spawn(async move {
+        if let Err(e) = room_state::write_content(&room, &inner.user_id, &content).await {
+            tracing::warn!(room = %id, error = %e, "cannot re-assert our consent");
+        }
+        inner.intents.end_rewrite(&id);
+    });
+}
+
 fn drop_event(inner: &Inner, reason: String) {
     tracing::warn!(reason = %reason, "dropped walkie to-device message");
     let _ = inner.events.send(EngineEvent::Dropped { reason });
@@ -280,6 +338,9 @@ fn handle_to_device(inner: &Inner, event: ProcessedToDeviceEvent) {
             raw,
             encryption_info,
         } => {
+            if raw.get_field::<String>("type").ok().flatten().as_deref() == Some(AUDIO_EVENT_TYPE) {
+                tracing::debug!(target: "walkie_to_device", sender = %encryption_info.sender, "walkie to-device message received");
+            }
             if raw.json().get().len() > MAX_CHUNK_CONTENT_BYTES + 4096 {
                 if raw.get_field::<String>("type").ok().flatten().as_deref()
                     == Some(AUDIO_EVENT_TYPE)
@@ -311,6 +372,12 @@ fn handle_to_device(inner: &Inner, event: ProcessedToDeviceEvent) {
                     format!("walkie audio from {sender} without a sender device"),
                 );
             };
+            if let Some(why) = untrusted_sender(&encryption_info.verification_state) {
+                return drop_event(
+                    inner,
+                    format!("walkie audio from {sender} ({device}): {why}"),
+                );
+            }
             handle_audio(inner, &value["content"], &sender, &device);
         }
         ProcessedToDeviceEvent::PlainText(raw) => {
@@ -327,9 +394,34 @@ fn handle_to_device(inner: &Inner, event: ProcessedToDeviceEvent) {
             }
         }
         ProcessedToDeviceEvent::UnableToDecrypt { utd_info, .. } => {
+            tracing::debug!(target: "walkie_to_device", "walkie to-device message received (undecryptable)");
             tracing::debug!(info = ?utd_info, "undecryptable to-device event");
         }
         ProcessedToDeviceEvent::Invalid(_) => {}
+    }
+}
+
+/// Why audio from a device with this verification state is refused, if it
+/// is: the sending device must be signed by its owner's identity, and a
+/// verified identity must not have changed. (A changed identity that was
+/// never verified shows as `UnverifiedIdentity`; its devices are refused
+/// because their consent does not count, see `room_state`.)
+fn untrusted_sender(state: &VerificationState) -> Option<&'static str> {
+    match state {
+        VerificationState::Verified
+        | VerificationState::Unverified(VerificationLevel::UnverifiedIdentity) => None,
+        VerificationState::Unverified(VerificationLevel::UnsignedDevice) => {
+            Some("the sending device is not signed by its owner")
+        }
+        VerificationState::Unverified(VerificationLevel::VerificationViolation) => {
+            Some("the sender's verified identity changed")
+        }
+        VerificationState::Unverified(VerificationLevel::None(_)) => {
+            Some("the sending device is unknown")
+        }
+        VerificationState::Unverified(VerificationLevel::MismatchedSender) => {
+            Some("the sending device belongs to another user")
+        }
     }
 }
 

@@ -25,6 +25,8 @@ pub enum EngineError {
     Matrix(#[from] Box<matrix_sdk::Error>),
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
 }
 
 impl From<matrix_sdk::Error> for EngineError {

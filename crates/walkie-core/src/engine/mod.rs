@@ -7,9 +7,12 @@
 //! - `sender`: Olm to-device sends, drained in order so a talker never
 //!   waits on the network between frames;
 //! - `poster` and `outbox`: journalled talks posted as voice messages;
-//! - `room_state`: walkie state read from and written to the room;
+//! - `room_state`: walkie state read from and written to the room, with
+//!   only trusted devices' signed consents counted;
+//! - `trust_watch`: device-list and identity changes that re-read it;
 //! - `error`, `event`: [`EngineError`], [`EngineEvent`].
 
+mod consent_intent;
 mod driver;
 mod error;
 mod event;
@@ -18,6 +21,7 @@ mod poster;
 pub mod room_state;
 mod sender;
 mod talk;
+mod trust_watch;
 
 use std::{
     sync::Arc,
@@ -65,6 +69,13 @@ struct Inner {
     poster: poster::Poster,
     /// Notified once the first sync was applied.
     ready: Notify,
+    account: Account,
+    /// Signs this device's consent entries (loaded on first use).
+    signer: tokio::sync::OnceCell<crate::trust::ConsentSigner>,
+    trust: trust_watch::TrustWatch,
+    intents: consent_intent::Intents,
+    /// Per room: consenting devices that do not count, and why.
+    excluded: std::sync::Mutex<std::collections::HashMap<RoomId, Vec<room_state::Excluded>>>,
 }
 
 /// The running engine. Cheap to clone.
@@ -79,12 +90,15 @@ pub struct EngineTasks {
     driver: tokio::task::JoinHandle<()>,
     sender: tokio::task::JoinHandle<()>,
     outbox: tokio::task::JoinHandle<()>,
+    trust: tokio::task::JoinHandle<()>,
+    inner: Arc<Inner>,
 }
 
 impl EngineTasks {
     pub async fn stop(self) {
         self.sync.stop().await;
-        for task in [self.driver, self.sender, self.outbox] {
+        self.inner.trust.stop();
+        for task in [self.driver, self.sender, self.outbox, self.trust] {
             task.abort();
             let _ = task.await;
         }
@@ -110,6 +124,9 @@ pub struct RoomStatus {
     pub devices: Vec<DeviceConsent>,
     pub holder: Option<String>,
     pub holder_device: Option<String>,
+    /// Devices that consent but will not hear this device (nor be heard),
+    /// with the reason: not signed by their owner, identity changed…
+    pub excluded: Vec<room_state::Excluded>,
 }
 
 /// A joined room, as room lists show it.
@@ -134,6 +151,7 @@ impl Engine {
         let client = account.client().clone();
         let user_id = UserId::parse(&account.user_id())?;
         let device_id = DeviceId::parse(&account.device_id())?;
+        let own_device = device_id.clone();
         let (events, events_rx) = mpsc::unbounded_channel();
         let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
         let outbox = outbox::Outbox::open(&account.data_dir().join("outbox"))
@@ -149,19 +167,29 @@ impl Engine {
             outbox,
             poster: poster::Poster::default(),
             ready: Notify::new(),
+            account: account.clone(),
+            signer: tokio::sync::OnceCell::new(),
+            trust: trust_watch::TrustWatch::default(),
+            intents: consent_intent::Intents::open(account.data_dir(), own_device),
+            excluded: Default::default(),
         });
         let (sync_tx, sync_rx) = mpsc::channel(8);
         let sync = SyncLoop::default().spawn(client, sync_tx);
         let driver = tokio::spawn(driver::run(inner.clone(), sync_rx));
         let sender = tokio::spawn(sender::run(inner.clone(), outgoing_rx));
         let outbox_task = tokio::spawn(poster::run(inner.clone()));
+        let trust = tokio::spawn(trust_watch::run(inner.clone()));
         Ok((
-            Self { inner },
+            Self {
+                inner: inner.clone(),
+            },
             EngineTasks {
                 sync,
                 driver,
                 sender,
                 outbox: outbox_task,
+                trust,
+                inner,
             },
             events_rx,
         ))
@@ -236,13 +264,22 @@ impl Engine {
         if !self.is_group(&id) {
             return Err(EngineError::NotAGroup(room.to_owned()));
         }
-        room_state::set_consent(
+        let signer = self
+            .inner
+            .signer
+            .get_or_try_init(|| self.inner.account.consent_signer())
+            .await?;
+        let written = room_state::set_consent(
             &sdk_room,
             &self.inner.user_id,
             &self.inner.device_id,
             consent,
+            signer,
         )
         .await?;
+        self.inner
+            .intents
+            .set(&id, written.devices.get(&self.inner.device_id).cloned());
         if consent.is_none() {
             self.inner.rooms.with(&self.inner, &id, |machine| {
                 machine.revoke_own_consent(now_ms())
@@ -283,6 +320,14 @@ impl Engine {
     pub fn status(&self, room: &str) -> Result<RoomStatus, EngineError> {
         let id = RoomId::parse(room)?;
         let now = now_ms();
+        let excluded = self
+            .inner
+            .excluded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+            .unwrap_or_default();
         self.inner.rooms.read(|rooms| {
             let machine = rooms.get(&id).filter(|m| m.is_group());
             let (Some(machine), Some(group)) = (machine, machine.and_then(|m| m.group())) else {
@@ -310,8 +355,30 @@ impl Engine {
                 devices,
                 holder: machine.holder().map(|c| c.user_id.to_string()),
                 holder_device: machine.holder().map(|c| c.device_id.to_string()),
+                excluded,
             })
         })
+    }
+
+    /// Users whose identity changed and who are not talked to until the
+    /// local user accepts it ([`Engine::accept_identity`]).
+    pub fn identity_changed(&self) -> Vec<String> {
+        let mut users: Vec<String> = self.inner.trust.identity_changed().into_iter().collect();
+        users.sort();
+        users
+    }
+
+    /// Accepts `user`'s new identity: their signed devices hear and are
+    /// heard again. Returns whether an identity was known for them.
+    pub async fn accept_identity(&self, user: &str) -> Result<bool, EngineError> {
+        let known = crate::trust::accept_identity(&self.inner.client, user).await?;
+        self.inner.trust.accepted(user);
+        Ok(known)
+    }
+
+    /// This device's standing in its own account.
+    pub async fn own_device_state(&self) -> Result<crate::trust::OwnDeviceState, EngineError> {
+        Ok(crate::trust::own_device_state(&self.inner.client).await?)
     }
 
     /// The rooms the engine knows as walkie groups.

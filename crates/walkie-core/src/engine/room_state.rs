@@ -1,8 +1,10 @@
 //! Reading and writing a room's walkie state through matrix-sdk: the group
-//! marker (`org.matrix.msc4002.walkie`) and the per-device consents
-//! (`org.matrix.msc4002.consent`), turned into the pure types of
-//! `walkie_protocol`. Bad events are dropped with a log
-//! line, never trusted.
+//! marker (`org.matrix.msc4002.walkie`) and the users' consents
+//! (`org.matrix.msc4002.consent`, one state event per user mapping their
+//! devices to signed grants), turned into the pure types of
+//! `walkie_protocol`. A grant counts only if its device signed it and is
+//! trusted (see `crate::trust`); the rest are listed with the reason. Bad
+//! events are dropped with a log line, never trusted.
 
 use matrix_sdk::{
     deserialized_responses::RawAnySyncOrStrippedState,
@@ -13,17 +15,27 @@ use matrix_sdk::{
     },
     Room,
 };
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
-use matrix_sdk::RoomMemberships;
+use matrix_sdk::{ruma::OwnedUserId, RoomMemberships};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use walkie_protocol::{
-    Consent, ConsentContent, ConsentSet, ConsentStateKey, DeviceId, UserId, WalkieGroup,
-    CONSENT_EVENT_TYPE, GROUP_EVENT_TYPE,
+    consent_owner, signing_payload, Consent, ConsentContent, ConsentSet, DeviceId, RoomId,
+    SignedConsent, UserId, WalkieGroup, CONSENT_EVENT_TYPE, GROUP_EVENT_TYPE,
 };
 
 use super::EngineError;
+use crate::trust::{self, Exclusion};
+
+/// A consenting device whose consent does not count, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Excluded {
+    pub user_id: String,
+    pub device_id: String,
+    pub reason: Exclusion,
+}
 
 /// A room's walkie state as of the local store.
 #[derive(Debug, Clone)]
@@ -31,9 +43,15 @@ pub struct WalkieRoomState {
     /// `None`: not a walkie group (no marker, one we do not understand, or
     /// a marker in a room that is not end-to-end encrypted).
     pub group: Option<WalkieGroup>,
+    /// Only consents signed by their device, of devices their owner's
+    /// identity signed, of identities not changed unaccepted.
     pub consents: ConsentSet,
     /// Users whose membership is `join`.
     pub members: BTreeSet<UserId>,
+    /// Consenting devices left out of `consents`.
+    pub excluded: Vec<Excluded>,
+    /// This user's consent content as the room has it (for rewrites).
+    pub own_content: ConsentContent,
 }
 
 /// The raw JSON of a state event from the store.
@@ -45,8 +63,14 @@ fn raw_json(raw: &RawAnySyncOrStrippedState) -> Option<Value> {
     parsed.ok()
 }
 
-/// Loads the group marker and all consents of `room` from the local store.
-pub async fn load(room: &Room, now: u64) -> Result<WalkieRoomState, EngineError> {
+/// Loads the group marker and the consents that count in `room` from the
+/// local store. `identity_changed`: users whose identity changed and was
+/// not accepted. Device keys not known yet are asked for once.
+pub async fn load(
+    room: &Room,
+    now: u64,
+    identity_changed: &HashSet<String>,
+) -> Result<WalkieRoomState, EngineError> {
     let group = match room.get_state_event(GROUP_EVENT_TYPE.into(), "").await? {
         None => None,
         Some(raw) => match raw_json(&raw).map(|v| WalkieGroup::parse(&v["content"])) {
@@ -71,7 +95,12 @@ pub async fn load(room: &Room, now: u64) -> Result<WalkieRoomState, EngineError>
         .iter()
         .filter_map(|m| UserId::parse(m.user_id().as_str()).ok())
         .collect();
+    let room_id = RoomId::parse(room.room_id().as_str())?;
+    let own_user = room.own_user_id().as_str().to_owned();
     let mut consents = ConsentSet::new();
+    let mut excluded = Vec::new();
+    let mut own_content = ConsentContent::default();
+    let client = room.client();
     for raw in room.get_state_events(CONSENT_EVENT_TYPE.into()).await? {
         let Some(event) = raw_json(&raw) else {
             continue;
@@ -86,14 +115,79 @@ pub async fn load(room: &Room, now: u64) -> Result<WalkieRoomState, EngineError>
             tracing::warn!(room = %room.room_id(), sender, "dropping a consent event with an invalid sender");
             continue;
         };
-        if let Err(e) = consents.apply(state_key, &sender, &event["content"], now) {
-            tracing::warn!(room = %room.room_id(), state_key, sender = %sender, error = %e, "dropping a consent event");
+        let user = match consent_owner(state_key, &sender) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(room = %room.room_id(), error = %e, "dropping a consent event");
+                continue;
+            }
+        };
+        let parsed = match ConsentContent::parse(&event["content"]) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(room = %room.room_id(), user = %user, error = %e, "dropping invalid consent content");
+                continue;
+            }
+        };
+        for (device, error) in &parsed.rejected {
+            tracing::warn!(room = %room.room_id(), user = %user, device, error = %error, "dropping an invalid consent entry");
+        }
+        if user.as_str() == own_user {
+            own_content = parsed.content.clone();
+        }
+        let mut queried = false;
+        for (device, signed) in parsed.content.devices {
+            if !signed.consent.is_active(now) {
+                continue;
+            }
+            let mut verdict =
+                trust::device_verdict(&client, identity_changed, user.as_str(), device.as_str())
+                    .await;
+            if matches!(verdict, Err(Exclusion::NoKeys)) && !queried {
+                queried = true;
+                if let Ok(u) = OwnedUserId::try_from(user.as_str()) {
+                    if let Err(e) = client.encryption().request_user_identity(&u).await {
+                        tracing::warn!(user = %u, error = %e, "cannot query device keys");
+                    }
+                }
+                verdict = trust::device_verdict(
+                    &client,
+                    identity_changed,
+                    user.as_str(),
+                    device.as_str(),
+                )
+                .await;
+            }
+            let verdict = verdict.and_then(|d| {
+                let payload =
+                    signing_payload(&room_id, &user, &device, &signed.consent, signed.granted_ts);
+                if trust::signed_by(&d, &payload, &signed.signature) {
+                    Ok(())
+                } else {
+                    Err(Exclusion::BadConsentSignature)
+                }
+            });
+            match verdict {
+                Ok(()) => {
+                    consents.insert(user.clone(), device, signed.consent, now);
+                }
+                Err(reason) => {
+                    tracing::info!(room = %room.room_id(), user = %user, device = %device, %reason, "a consent that does not count");
+                    excluded.push(Excluded {
+                        user_id: user.to_string(),
+                        device_id: device.to_string(),
+                        reason,
+                    });
+                }
+            }
         }
     }
     Ok(WalkieRoomState {
         group,
         consents,
         members,
+        excluded,
+        own_content,
     })
 }
 
@@ -112,21 +206,55 @@ pub async fn enable(room: &Room, group: &WalkieGroup) -> Result<(), EngineError>
     Ok(())
 }
 
-/// Grants (`Some`) or revokes (`None`) this device's consent in `room`.
+/// Grants (`Some`) or revokes (`None`) this device's consent in `room`:
+/// its entry in the user's consent content, signed with the device's key,
+/// the user's other devices' entries kept. Returns the content written.
 pub async fn set_consent(
     room: &Room,
     user: &UserId,
     device: &DeviceId,
     consent: Option<Consent>,
-) -> Result<(), EngineError> {
-    let content = match consent {
-        Some(c) => ConsentContent::Granted(c),
-        None => ConsentContent::Revoked,
+    signer: &trust::ConsentSigner,
+) -> Result<ConsentContent, EngineError> {
+    let room_id = RoomId::parse(room.room_id().as_str())?;
+    let entry = consent.map(|consent| {
+        let granted_ts = super::now_ms();
+        let payload = signing_payload(&room_id, user, device, &consent, granted_ts);
+        SignedConsent {
+            consent,
+            granted_ts,
+            signature: signer.sign(&payload),
+        }
+    });
+    let current = current_content(room, user).await?;
+    let content = current.with_device(device, entry);
+    write_content(room, user, &content).await?;
+    Ok(content)
+}
+
+/// This user's consent content as the local store has it.
+pub async fn current_content(room: &Room, user: &UserId) -> Result<ConsentContent, EngineError> {
+    let Some(raw) = room
+        .get_state_event(CONSENT_EVENT_TYPE.into(), user.as_str())
+        .await?
+    else {
+        return Ok(ConsentContent::default());
     };
-    let key = ConsentStateKey::format(user, device);
+    Ok(raw_json(&raw)
+        .and_then(|v| ConsentContent::parse(&v["content"]).ok())
+        .map(|p| p.content)
+        .unwrap_or_default())
+}
+
+/// Writes this user's consent content.
+pub async fn write_content(
+    room: &Room,
+    user: &UserId,
+    content: &ConsentContent,
+) -> Result<(), EngineError> {
     room.send_state_event_raw(
         CONSENT_EVENT_TYPE,
-        &key,
+        user.as_str(),
         Raw::new(&content.to_content())?.cast_unchecked(),
     )
     .await?;

@@ -1,11 +1,14 @@
 //! The sender task: drains the engine's queue of outgoing audio messages in
 //! order and sends each, Olm-encrypted, to the devices its room machine
-//! addressed it to (those consenting to receive when it was queued). A talker only queues; the ~10–15 ms
-//! each encrypted PUT takes is spent here.
+//! addressed it to (those consenting to receive when it was queued, from
+//! trusted devices only), with matrix-sdk's identity-based strategy as a
+//! second gate. A talker only queues; the ~10–15 ms each encrypted PUT
+//! takes is spent here.
 
 use std::sync::Arc;
 
 use matrix_sdk::ruma::{serde::Raw, OwnedDeviceId, OwnedUserId};
+use matrix_sdk_base::crypto::CollectStrategy;
 use tokio::sync::{mpsc, oneshot};
 use walkie_protocol::{room::Transmit, RoomId, AUDIO_EVENT_TYPE};
 
@@ -71,7 +74,10 @@ async fn send_chunk(
             devices.iter().collect(),
             AUDIO_EVENT_TYPE,
             raw,
-            Default::default(),
+            // Only devices their owner's identity signed; matrix-sdk
+            // withholds from the rest (they are also never addressed: see
+            // `room_state`, which drops their consent).
+            CollectStrategy::IdentityBasedStrategy,
         )
         .await?;
     if !failed.is_empty() {
