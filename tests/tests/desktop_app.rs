@@ -26,6 +26,9 @@ async fn app_starts_signed_in_shows_panel_and_exits_on_sigterm() -> Result<()> {
     let hs = Synapse::start().await?;
     let alice = hs.register("alice").await?;
     let desktop = Desktop::start()?;
+    // The app keeps its store passphrase in the OS keyring (no file
+    // fallback), so the desktop session has one.
+    let _secrets = walkie_tests::secret_service::SecretService::on_bus(desktop.bus_address())?;
     let data = tempfile::tempdir()?;
 
     let mut cmd = desktop.command(app_binary()?);

@@ -90,6 +90,19 @@ async fn a_kicked_member_is_neither_listed_nor_heard() -> Result<()> {
         .context("bob's device in status")?
         .into();
 
+    // carol listens too, counting every walkie to-device message her client
+    // receives: a talk before the kick reaches her (the count works)…
+    let speech = root.path().join("speech.wav");
+    speech_wav(&speech, 2.0)?;
+    let speech_arg = speech.to_str().unwrap_or_default();
+    let carol_listener = CountingListener::start(&carol, &room, &root.path().join("carol-out"))?;
+    let before_kick = alice.ok(&["talk", &room, "--wav", speech_arg])?;
+    wait_for(&carol_listener.rx, Duration::from_secs(30), |e| {
+        e["event"] == "saved" && e["session_id"] == before_kick["session_id"]
+    })?;
+    let received_before_kick = carol_listener.received()?;
+    ensure!(received_before_kick > 0, "carol's count saw nothing");
+
     // bob listens throughout: nobody restarts after the kick.
     let (mut listener, rx) = bob.listen(&[
         &room,
@@ -137,12 +150,17 @@ async fn a_kicked_member_is_neither_listed_nor_heard() -> Result<()> {
         "the kicked member's talk was played: {seen:?}"
     );
 
-    // The members still hear each other.
-    let speech = root.path().join("speech.wav");
-    speech_wav(&speech, 2.0)?;
-    let talk = alice.ok(&["talk", &room, "--wav", speech.to_str().unwrap_or_default()])?;
+    // The members still hear each other; the kicked member's client, still
+    // running, receives nothing of the talk.
+    let talk = alice.ok(&["talk", &room, "--wav", speech_arg])?;
     let (saved, _) = wait_for(&rx, Duration::from_secs(30), |e| e["event"] == "saved")?;
     assert_eq!(saved["session_id"], talk["session_id"]);
+    assert_eq!(
+        carol_listener.received()?,
+        received_before_kick,
+        "the kicked member's device was sent messages of the talk"
+    );
+    carol_listener.stop()?;
     listener.kill()?;
     listener.wait()?;
     Ok(())

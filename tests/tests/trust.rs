@@ -17,7 +17,7 @@
 
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -28,48 +28,6 @@ use walkie_tests::{speech_wav, Synapse};
 
 mod common;
 use common::*;
-
-/// A `walkie listen` whose log counts every walkie to-device message its
-/// client receives (decrypted audio and undecryptable messages alike).
-struct CountingListener {
-    child: Child,
-    rx: std::sync::mpsc::Receiver<Value>,
-    log: std::path::PathBuf,
-}
-
-impl CountingListener {
-    fn start(cli: &Cli, room: &str, out: &Path) -> Result<Self> {
-        let log = out.with_extension("log");
-        let mut cmd = cli.command();
-        cmd.env("RUST_LOG", "warn,walkie_core=info,walkie_to_device=debug")
-            .stderr(Stdio::from(std::fs::File::create(&log)?));
-        let (child, rx) = spawn_listener(
-            cmd,
-            &[
-                room,
-                "--out",
-                out.to_str().unwrap_or_default(),
-                "--timeout",
-                "240",
-            ],
-        )?;
-        Ok(Self { child, rx, log })
-    }
-
-    /// Walkie to-device messages its client received so far.
-    fn received(&self) -> Result<usize> {
-        Ok(std::fs::read_to_string(&self.log)?
-            .lines()
-            .filter(|l| l.contains("walkie to-device message received"))
-            .count())
-    }
-
-    fn stop(mut self) -> Result<()> {
-        self.child.kill()?;
-        self.child.wait()?;
-        Ok(())
-    }
-}
 
 fn device_ids(status: &Value, key: &str) -> Vec<String> {
     status[key]

@@ -175,6 +175,12 @@ impl Account {
         self.new_recovery_key.as_deref()
     }
 
+    /// The key that seals this account's outbox journals (derived from the
+    /// store passphrase).
+    pub fn journal_cipher(&self) -> crate::engine::journal_cipher::JournalCipher {
+        crate::engine::journal_cipher::JournalCipher::from_passphrase(&self.store_passphrase)
+    }
+
     /// The directory of this device's matrix-sdk store.
     pub fn store_dir(&self) -> PathBuf {
         self.data_dir.join(STORE_DIR)

@@ -522,3 +522,46 @@ pub async fn hostile_claim(
         .await?;
     Ok(())
 }
+
+/// A `walkie listen` whose log counts every walkie to-device message its
+/// client receives (decrypted audio and undecryptable messages alike).
+pub struct CountingListener {
+    child: Child,
+    pub rx: std::sync::mpsc::Receiver<Value>,
+    log: std::path::PathBuf,
+}
+
+impl CountingListener {
+    /// Starts `cli`'s listener on `room`, its talks into `out`.
+    pub fn start(cli: &Cli, room: &str, out: &Path) -> Result<Self> {
+        let log = out.with_extension("log");
+        let mut cmd = cli.command();
+        cmd.env("RUST_LOG", "warn,walkie_core=info,walkie_to_device=debug")
+            .stderr(Stdio::from(std::fs::File::create(&log)?));
+        let (child, rx) = spawn_listener(
+            cmd,
+            &[
+                room,
+                "--out",
+                out.to_str().unwrap_or_default(),
+                "--timeout",
+                "240",
+            ],
+        )?;
+        Ok(Self { child, rx, log })
+    }
+
+    /// Walkie to-device messages its client received so far.
+    pub fn received(&self) -> Result<usize> {
+        Ok(std::fs::read_to_string(&self.log)?
+            .lines()
+            .filter(|l| l.contains("walkie to-device message received"))
+            .count())
+    }
+
+    pub fn stop(mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}

@@ -6,7 +6,8 @@
 //! - `talk`: [`Talk`], our talk in progress;
 //! - `sender`: Olm to-device sends, drained in order so a talker never
 //!   waits on the network between frames;
-//! - `poster` and `outbox`: journalled talks posted as voice messages;
+//! - `poster` and `outbox`: journalled talks posted as voice messages
+//!   (`journal_cipher` seals the journal at rest);
 //! - `room_state`: walkie state read from and written to the room, with
 //!   only trusted devices' signed consents counted;
 //! - `trust_watch`: device-list and identity changes that re-read it;
@@ -16,6 +17,7 @@ mod consent_intent;
 mod driver;
 mod error;
 mod event;
+pub mod journal_cipher;
 pub mod outbox;
 mod poster;
 pub mod room_state;
@@ -154,8 +156,9 @@ impl Engine {
         let own_device = device_id.clone();
         let (events, events_rx) = mpsc::unbounded_channel();
         let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
-        let outbox = outbox::Outbox::open(&account.data_dir().join("outbox"))
-            .map_err(|e| EngineError::Stopped(e.to_string()))?;
+        let outbox =
+            outbox::Outbox::open(&account.data_dir().join("outbox"), account.journal_cipher())
+                .map_err(|e| EngineError::Stopped(e.to_string()))?;
         let inner = Arc::new(Inner {
             client: client.clone(),
             user_id,

@@ -1,6 +1,7 @@
 //! The durable outbox of recordings. While we talk, every Opus packet we
 //! send is appended to a journal on disk (`<session>.packets`, length-
-//! prefixed, beside `<session>.json`); when the talk ends, or on the next
+//! prefixed records each sealed by `journal_cipher`, beside
+//! `<session>.json`, which holds only room, session id and start time); when the talk ends, or on the next
 //! start after a crash, the journal becomes an Ogg Opus file that is
 //! uploaded encrypted and posted as a voice message. An entry is deleted
 //! only once the homeserver acknowledged the message; the message's
@@ -21,6 +22,8 @@ use walkie_audio::{codec, ogg_opus::OggOpusWriter, waveform};
 
 use walkie_protocol::{SessionId, TalkReference};
 
+use super::journal_cipher::JournalCipher;
+
 /// What the outbox knows about one recording.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EntryMeta {
@@ -34,6 +37,8 @@ pub struct Journal {
     meta_path: PathBuf,
     packets: BufWriter<File>,
     session_id: String,
+    cipher: JournalCipher,
+    next_index: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,13 +67,16 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError + '_ {
 #[derive(Debug, Clone)]
 pub struct Outbox {
     dir: PathBuf,
+    cipher: JournalCipher,
 }
 
 impl Outbox {
-    pub fn open(dir: &Path) -> Result<Self, OutboxError> {
+    /// The outbox in `dir`, its journals sealed with `cipher`.
+    pub fn open(dir: &Path, cipher: JournalCipher) -> Result<Self, OutboxError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         Ok(Self {
             dir: dir.to_owned(),
+            cipher,
         })
     }
 
@@ -99,6 +107,8 @@ impl Outbox {
             meta_path,
             packets: BufWriter::new(file),
             session_id: meta.session_id.clone(),
+            cipher: self.cipher.clone(),
+            next_index: 0,
         })
     }
 
@@ -137,7 +147,16 @@ impl Outbox {
             if len == 0 || rest.len() < 2 + len {
                 break;
             }
-            packets.push(rest[2..2 + len].to_vec());
+            let index = packets.len() as u64;
+            match self.cipher.open(session, index, &rest[2..2 + len]) {
+                Ok(p) => packets.push(p),
+                Err(e) => {
+                    // A torn last record, or a journal of another key: what
+                    // opened so far is the recording.
+                    tracing::warn!(session, index, error = %e, "outbox journal ends at a record that does not open");
+                    break;
+                }
+            }
             rest = &rest[2 + len..];
         }
         Ok(packets)
@@ -161,13 +180,23 @@ impl Journal {
     /// leaves what it sent on disk.
     pub fn append(&mut self, packets: &[Vec<u8>]) -> Result<(), OutboxError> {
         for p in packets {
-            let len = u16::try_from(p.len()).unwrap_or(u16::MAX);
+            let sealed = self
+                .cipher
+                .seal(&self.session_id, self.next_index, p)
+                .map_err(|e| OutboxError::Corrupt(self.session_id.clone(), e.to_string()))?;
+            let Ok(len) = u16::try_from(sealed.len()) else {
+                return Err(OutboxError::Corrupt(
+                    self.session_id.clone(),
+                    format!("a {}-byte packet is too large to journal", p.len()),
+                ));
+            };
             self.packets
                 .write_all(&len.to_le_bytes())
                 .map_err(io(&self.meta_path))?;
             self.packets
-                .write_all(&p[..usize::from(len)])
+                .write_all(&sealed)
                 .map_err(io(&self.meta_path))?;
+            self.next_index += 1;
         }
         self.packets.flush().map_err(io(&self.meta_path))
     }
@@ -260,6 +289,22 @@ pub async fn post(client: &Client, meta: &EntryMeta, rec: Recording) -> Result<(
 mod tests {
     use super::*;
 
+    fn key() -> JournalCipher {
+        JournalCipher::from_passphrase("test passphrase")
+    }
+
+    #[test]
+    fn a_journal_does_not_open_with_another_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path(), key()).unwrap();
+        let mut journal = outbox.begin(&meta("s1", 5)).unwrap();
+        journal.append(&[vec![7; 30]]).unwrap();
+        drop(journal);
+        let other = Outbox::open(dir.path(), JournalCipher::from_passphrase("x")).unwrap();
+        assert!(other.packets("s1").unwrap().is_empty());
+        assert_eq!(outbox.packets("s1").unwrap(), vec![vec![7; 30]]);
+    }
+
     fn meta(session: &str, start_ts: u64) -> EntryMeta {
         EntryMeta {
             room_id: "!r:localhost".into(),
@@ -271,17 +316,22 @@ mod tests {
     #[test]
     fn journal_survives_reopen_and_drops_a_torn_last_record() {
         let dir = tempfile::tempdir().unwrap();
-        let outbox = Outbox::open(dir.path()).unwrap();
+        let outbox = Outbox::open(dir.path(), key()).unwrap();
         let mut journal = outbox.begin(&meta("s1", 5)).unwrap();
         journal.append(&[vec![1, 2, 3], vec![4; 40]]).unwrap();
         drop(journal);
+        let on_disk = std::fs::read(dir.path().join("s1.packets")).unwrap();
+        assert!(
+            !on_disk.windows(40).any(|w| w == [4; 40]),
+            "plain packets on disk"
+        );
         // A crash mid-write leaves half a record behind.
         let mut f = OpenOptions::new()
             .append(true)
             .open(dir.path().join("s1.packets"))
             .unwrap();
         f.write_all(&[200, 0, 9, 9]).unwrap();
-        let reopened = Outbox::open(dir.path()).unwrap();
+        let reopened = Outbox::open(dir.path(), key()).unwrap();
         assert_eq!(reopened.pending().unwrap().len(), 1);
         assert_eq!(
             reopened.packets("s1").unwrap(),
@@ -295,7 +345,7 @@ mod tests {
     #[test]
     fn pending_is_in_talk_order_and_skips_corrupt_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let outbox = Outbox::open(dir.path()).unwrap();
+        let outbox = Outbox::open(dir.path(), key()).unwrap();
         outbox.begin(&meta("late", 20)).unwrap();
         outbox.begin(&meta("early", 10)).unwrap();
         std::fs::write(dir.path().join("junk.json"), b"{not json").unwrap();
