@@ -26,6 +26,12 @@ fn main() {
             "mic_test_start",
             "mic_test_stop",
             "set_dnd",
+            "recovery_key_saved",
+            "verify_with_recovery_key",
+            "verify_with_device",
+            "verify_confirm",
+            "verify_cancel",
+            "accept_identity",
         ]),
     ))
     .expect("tauri build script failed");

@@ -11,8 +11,19 @@ const LABELS = {
   failed: "sign-in failed",
 };
 
+// This device's standing in its account, as the Account section says it.
+const DEVICE_STATE = {
+  verified: "This device is verified",
+  unverified: "This device is not verified — other people's Walkie will not talk to it or play its talks.",
+  no_identity: "This account has no cross-signing identity yet — sign out and sign in again to create one.",
+};
+
 let invoke;
 let lastStatus = null;
+// An emoji verification is under way (started from this panel).
+let verifying = false;
+// The identity-changed list as last drawn (redrawn only when it changes).
+let drawnIdentityChanged = "";
 let groups = [];
 // The app's clock minus ours, so countdowns follow the app's clock.
 let clockOffset = 0;
@@ -77,10 +88,115 @@ function render(s) {
   $("hotkey").textContent = s.hotkey
     ? `Or hold ${s.hotkey} anywhere.`
     : s.hotkey_error || "";
+  renderTrust(s, signedIn);
   if (signedIn) {
     showError(s.error || "");
     refreshGroups();
     refreshUnplayed();
+  }
+}
+
+function renderTrust(s, signedIn) {
+  const state = s.device_state;
+  const line = $("device-state");
+  line.dataset.state = state || "";
+  line.textContent = state ? DEVICE_STATE[state] || state : signedIn ? "checking…" : "—";
+  const key = signedIn && s.recovery_key;
+  $("recovery-key-box").hidden = !key;
+  $("recovery-key").textContent = key || "";
+  const verify = signedIn && (state === "unverified" || verifying);
+  $("verify-box").hidden = !verify;
+  $("verify-state").textContent = DEVICE_STATE[state] || "";
+  $("recover-form").hidden = state !== "unverified" || verifying;
+  $("verify-device").hidden = verifying;
+  $("verify-cancel").hidden = !verifying;
+  const changed = signedIn ? s.identity_changed : [];
+  const drawn = JSON.stringify(changed);
+  if (drawn !== drawnIdentityChanged) {
+    drawnIdentityChanged = drawn;
+    $("identity-changed").replaceChildren(
+      ...changed.map((user) => {
+        const li = document.createElement("li");
+        li.className = "identity-changed row";
+        li.dataset.user = user;
+        const text = document.createElement("span");
+        text.textContent = `⚠ ${user}'s identity changed — Walkie stopped talking to ${user}. Check with them, then Accept.`;
+        const accept = document.createElement("button");
+        accept.type = "button";
+        accept.className = "accept-identity";
+        accept.textContent = "Accept";
+        accept.addEventListener("click", async () => {
+          accept.disabled = true;
+          try {
+            await call("accept_identity", { user });
+          } finally {
+            accept.disabled = false;
+          }
+        });
+        li.append(text, accept);
+        return li;
+      }),
+    );
+  }
+  $("trust").hidden = !(key || verify || changed.length);
+}
+
+function verifyMessage(id, message) {
+  $(id).hidden = !message;
+  $(id).textContent = message || "";
+}
+
+// The emoji verification's view: progress text, the emoji, the buttons.
+function showVerification({ progress = "", emoji = null, error = "" }) {
+  verifyMessage("verify-progress", progress);
+  verifyMessage("verify-error", error);
+  const list = $("verify-emoji");
+  list.hidden = !emoji;
+  list.replaceChildren(
+    ...(emoji || []).map((e) => {
+      const li = document.createElement("li");
+      const symbol = document.createElement("span");
+      symbol.className = "symbol";
+      symbol.textContent = e.symbol;
+      const name = document.createElement("span");
+      name.className = "description";
+      name.textContent = e.description;
+      li.append(symbol, name);
+      return li;
+    }),
+  );
+  $("verify-compare").hidden = !emoji;
+  if (lastStatus) renderTrust(lastStatus, ["online", "offline"].includes(lastStatus.account));
+}
+
+async function verifyWithDevice() {
+  verifying = true;
+  const device = lastStatus && lastStatus.device_id ? lastStatus.device_id : "this device";
+  showVerification({
+    progress: `Waiting for your other device: start the verification there (Element: "Verify session"; Walkie: walkie verify request ${device}).`,
+  });
+  try {
+    const emoji = await invoke("verify_with_device");
+    showVerification({
+      progress: "Do these emoji match the ones on your other device, in the same order?",
+      emoji,
+    });
+  } catch (e) {
+    verifying = false;
+    showVerification({ error: String(e) });
+  }
+}
+
+async function confirmVerification(matches) {
+  $("verify-compare").hidden = true;
+  verifyMessage("verify-progress", matches ? "Waiting for the other device to confirm…" : "");
+  try {
+    await invoke("verify_confirm", { matches });
+    verifying = false;
+    showVerification({});
+  } catch (e) {
+    verifying = false;
+    showVerification({ error: String(e) });
   }
 }
 
@@ -218,6 +334,15 @@ function renderGroups() {
             return item;
           }),
       );
+      li.querySelector(".excluded").replaceChildren(
+        ...g.excluded.map((x) => {
+          const item = document.createElement("li");
+          item.className = "excluded-device";
+          item.dataset.reason = x.reason;
+          item.textContent = `Won't hear you: ${x.user_id} (${x.device_id}) — ${x.why}`;
+          return item;
+        }),
+      );
       return li;
     }),
   );
@@ -258,6 +383,29 @@ window.addEventListener("DOMContentLoaded", async () => {
     }
   });
   $("sign-out").addEventListener("click", () => call("sign_out"));
+  $("recovery-key-saved").addEventListener("click", () => call("recovery_key_saved"));
+  $("recover-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = $("recover-submit");
+    button.disabled = true;
+    verifyMessage("recover-error", "");
+    try {
+      await invoke("verify_with_recovery_key", { key: $("recover-key").value });
+      $("recover-key").value = "";
+    } catch (e) {
+      verifyMessage("recover-error", String(e));
+    } finally {
+      button.disabled = false;
+    }
+  });
+  $("verify-device").addEventListener("click", verifyWithDevice);
+  $("verify-cancel").addEventListener("click", async () => {
+    await call("verify_cancel");
+    verifying = false;
+    showVerification({});
+  });
+  $("verify-match").addEventListener("click", () => confirmVerification(true));
+  $("verify-mismatch").addEventListener("click", () => confirmVerification(false));
   $("mute").addEventListener("change", () => call("set_muted", { muted: $("mute").checked }));
   $("dnd").addEventListener("change", () => {
     const v = $("dnd").value;

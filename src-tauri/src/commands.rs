@@ -67,6 +67,18 @@ pub struct DeviceView {
     mine: bool,
 }
 
+/// A device that consents but will not hear this one (nor be heard).
+#[derive(Serialize)]
+pub struct ExcludedView {
+    user_id: String,
+    device_id: String,
+    /// `no_keys`, `not_signed_by_owner`, `identity_changed`,
+    /// `bad_consent_signature`.
+    reason: walkie_core::trust::Exclusion,
+    /// The reason as the panel says it.
+    why: String,
+}
+
 /// A walkie group with its consents, for the panel.
 #[derive(Serialize)]
 pub struct GroupView {
@@ -75,6 +87,8 @@ pub struct GroupView {
     talk_room: bool,
     holder: Option<String>,
     devices: Vec<DeviceView>,
+    /// Consenting devices Walkie does not talk to, and why.
+    excluded: Vec<ExcludedView>,
     /// The panel's clock reference: the app's now, to count down from.
     now_ms: u64,
 }
@@ -107,6 +121,16 @@ pub fn groups(
                     device_id: d.device_id,
                     talk: d.talk,
                     expires_ts: d.expires_ts,
+                })
+                .collect(),
+            excluded: room
+                .excluded
+                .into_iter()
+                .map(|x| ExcludedView {
+                    why: x.reason.to_string(),
+                    user_id: x.user_id,
+                    device_id: x.device_id,
+                    reason: x.reason,
                 })
                 .collect(),
             now_ms: now_ms(),

@@ -13,6 +13,7 @@ mod settings;
 mod shutdown;
 mod status;
 mod tray;
+mod trust;
 
 use tauri::{webview::PageLoadEvent, Manager, WindowEvent};
 
@@ -41,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         .manage(radio::Radio::default())
         .manage(session::Running::default())
         .manage(mic_test::MicTest::default())
+        .manage(trust::Verifying::default())
         .manage(config.clone())
         .invoke_handler(tauri::generate_handler![
             status::status,
@@ -66,6 +68,12 @@ fn main() -> anyhow::Result<()> {
             commands::mic_test_start,
             commands::mic_test_stop,
             commands::set_dnd,
+            trust::recovery_key_saved,
+            trust::verify_with_recovery_key,
+            trust::verify_with_device,
+            trust::verify_confirm,
+            trust::verify_cancel,
+            trust::accept_identity,
         ])
         .on_page_load(|webview, payload| {
             if payload.event() == PageLoadEvent::Finished {

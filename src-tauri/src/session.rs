@@ -13,13 +13,13 @@ use tauri::{AppHandle, Manager};
 use walkie_audio::queue_store::QueueStore;
 use walkie_core::{
     matrix_sdk::authentication::matrix::MatrixSession, secrets::Keyring, store_key::Fallback,
-    Account, Engine, EngineEvent, EngineTasks, SignInRequest,
+    trust::OwnDeviceState, Account, Engine, EngineEvent, EngineTasks, SignInRequest,
 };
 
 use crate::{
     config::{AppConfig, Credentials},
     radio::Radio,
-    status::{AccountState, SharedStatus},
+    status::{AccountState, RecoveryKey, SharedStatus},
 };
 
 /// The keyring entry holding the signed-in session.
@@ -36,6 +36,17 @@ struct SavedSession {
 /// The running account, for sign-out.
 #[derive(Default)]
 pub struct Running(tokio::sync::Mutex<Option<(Account, EngineTasks)>>);
+
+impl Running {
+    /// The signed-in account's Matrix client (for verification).
+    pub async fn client(&self) -> Option<walkie_core::matrix_sdk::Client> {
+        self.0
+            .lock()
+            .await
+            .as_ref()
+            .map(|(account, _)| account.client().clone())
+    }
+}
 
 pub fn start(app: AppHandle, config: AppConfig) {
     tauri::async_runtime::spawn(async move {
@@ -163,6 +174,7 @@ async fn save_session(account: &Account) -> Result<(), String> {
 /// Signs out: the server forgets the device, the keyring the session, the
 /// disk the account's store.
 pub async fn sign_out(app: &AppHandle) -> Result<(), String> {
+    app.state::<crate::trust::Verifying>().cancel().await;
     let running = app.state::<Running>().0.lock().await.take();
     app.state::<Radio>().detach();
     if let Some((account, tasks)) = running {
@@ -185,6 +197,9 @@ pub async fn sign_out(app: &AppHandle) -> Result<(), String> {
         s.groups.clear();
         s.talk_room = None;
         s.error = None;
+        s.device_state = None;
+        s.recovery_key = None;
+        s.identity_changed.clear();
     });
     tracing::info!("signed out");
     Ok(())
@@ -205,10 +220,17 @@ async fn unplayed_store(account_dir: &Path) -> Option<QueueStore> {
 /// Runs a signed-in account until it stops.
 async fn run(app: AppHandle, account: Account, config: &AppConfig) {
     let status = app.state::<SharedStatus>();
+    let recovery_key = account
+        .new_recovery_key()
+        .map(|k| RecoveryKey(k.to_owned()));
     status.update(&app, |s| {
         s.user_id = Some(account.user_id());
         s.device_id = Some(account.device_id());
         s.homeserver = Some(account.homeserver());
+        // Shown once, until the user says they saved it.
+        s.recovery_key = recovery_key;
+        s.device_state = None;
+        s.identity_changed.clear();
     });
     let (engine, tasks, mut events) = match Engine::start(&account) {
         Ok(started) => started,
@@ -239,6 +261,13 @@ async fn run(app: AppHandle, account: Account, config: &AppConfig) {
                 s.account = AccountState::Online;
                 s.joined_rooms = joined;
             });
+            // Trust changes (identities, device signatures) re-read the
+            // rooms, so they arrive here as room changes too.
+            crate::trust::refresh_identity_changed(&app);
+            let unverified = status.get().device_state != Some(OwnDeviceState::Verified);
+            if matches!(event, EngineEvent::Ready) || unverified {
+                crate::trust::spawn_refresh_device_state(&app);
+            }
         }
         radio.on_engine_event(&app, event);
     }

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 use tauri::{AppHandle, Emitter};
+use walkie_core::trust::OwnDeviceState;
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -56,6 +57,19 @@ pub struct GroupEntry {
     pub name: String,
 }
 
+/// The recovery key of the cross-signing identity this sign-in created,
+/// shown once in the panel until the user says they saved it. Serialised
+/// for the panel only; debug output never shows it, nothing stores it.
+#[derive(Clone, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct RecoveryKey(pub String);
+
+impl std::fmt::Debug for RecoveryKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecoveryKey(hidden)")
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Status {
     pub radio: RadioState,
@@ -86,6 +100,13 @@ pub struct Status {
     pub homeserver: Option<String>,
     pub joined_rooms: usize,
     pub error: Option<String>,
+    /// This device's standing in its account (`None`: not known yet).
+    pub device_state: Option<OwnDeviceState>,
+    /// Shown once after the sign-in that created the account's identity.
+    pub recovery_key: Option<RecoveryKey>,
+    /// Users whose identity changed and who are not talked to until the
+    /// user accepts it.
+    pub identity_changed: Vec<String>,
     #[serde(skip)]
     pub panel_loaded: bool,
     #[serde(skip)]
