@@ -147,9 +147,17 @@ async fn only_devices_their_owner_signed_hear_and_are_heard() -> Result<()> {
 
     // The rogue talks: alice's listener drops it and says why.
     let alice_listener = CountingListener::start(&alice, &room, &dir.join("alice-out"))?;
-    // Walkie itself does not send from an unverified device (matrix-sdk's
-    // identity-based strategy refuses); a hostile client would, so the
-    // rogue's audio goes out around those rules.
+    // Walkie itself refuses to talk from an unverified device, saying why;
+    // a hostile client would send anyway, so the rogue's audio goes out
+    // around Walkie's rules.
+    let refused = rogue
+        .command()
+        .args(["talk", &room, "--wav"])
+        .arg(dir.join("speech-2.wav"))
+        .output()?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("not verified"), "{stderr}");
     let alice_device = alice_login["device_id"].as_str().context("device")?;
     hostile_claim(&hs, &rogue, &room, &alice_r.user_id, alice_device).await?;
     let (dropped, seen) = wait_for(&alice_listener.rx, Duration::from_secs(30), |e| {

@@ -17,6 +17,8 @@ pub enum EngineError {
     FloorBusy { holder: String },
     #[error("the talk stopped: {0}")]
     Stopped(String),
+    #[error("this device is not verified, so nobody would hear it: verify it with your recovery key or with emoji against another of your devices (walkie verify)")]
+    DeviceNotVerified,
     #[error("the engine has shut down")]
     ShutDown,
     #[error(transparent)]

@@ -401,6 +401,19 @@ impl Engine {
     /// the claim reaches them all.
     pub async fn talk(&self, room: &str) -> Result<Talk, EngineError> {
         let id = RoomId::parse(room)?;
+        // Others' clients drop audio from an unverified device, and
+        // matrix-sdk will not encrypt from one: say so instead of talking
+        // into silence. (A store lookup, no network.)
+        let own = self
+            .inner
+            .client
+            .encryption()
+            .get_own_device()
+            .await
+            .map_err(|e| EngineError::Matrix(Box::new(e.into())))?;
+        if !own.is_some_and(|d| d.is_cross_signed_by_owner()) {
+            return Err(EngineError::DeviceNotVerified);
+        }
         self.refresh_receiver_keys(&id).await;
         let now = now_ms();
         let pressed = self
