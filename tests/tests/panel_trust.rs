@@ -5,16 +5,18 @@
 //! this device as verified; "I have saved it" hides the key. A sign-in on an
 //! account whose identity another device (a CLI) created leaves this device
 //! unverified, without a key: a wrong recovery key is refused with a clear
-//! error, the right one verifies the device. Screenshots go to
+//! error, the right one verifies the device. Another new device of that
+//! account is verified with emoji against the CLI (`walkie verify
+//! request`): both show the same seven emoji. Screenshots go to
 //! `$WALKIE_SCREENSHOT_DIR` when set.
 #![recursion_limit = "256"]
 
 mod common;
 
-use std::{path::Path, time::Duration};
+use std::{io::Write, path::Path, process::Stdio, time::Duration};
 
 use anyhow::{ensure, Context, Result};
-use common::{login, Cli};
+use common::{json_lines, login, wait_for, Cli};
 use walkie_tests::{
     desktop::Desktop,
     init_tracing,
@@ -54,7 +56,7 @@ async fn sign_in(app: &AppDriver, hs: &Synapse, user: &Registered) -> Result<()>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recovery_key_shown_once_and_verify_with_recovery_key() -> Result<()> {
+async fn recovery_key_shown_once_verify_with_key_and_with_emoji() -> Result<()> {
     init_tracing();
     let hs = Synapse::start().await?;
     let root = tempfile::tempdir()?;
@@ -190,6 +192,57 @@ async fn recovery_key_shown_once_and_verify_with_recovery_key() -> Result<()> {
         !app.log_lines().iter().any(|l| l.contains(&dave_key)),
         "the recovery key is in the app's log"
     );
+
+    // 3. A new device of dave's, verified with emoji against his CLI.
+    app.click("#sign-out", DOM).await?;
+    app.wait_for("#state", |t| t == "signed out", DOM).await?;
+    sign_in(&app, &hs, &dave).await?;
+    app.wait_for("#device-state", |t| t.contains("not verified"), READY)
+        .await?;
+    let device = app.text("#device").await?;
+    app.click("#verify-device", DOM).await?;
+    app.wait_for_log("waiting for another device of this account", DOM)
+        .await?;
+    let mut request = dave_cli
+        .command()
+        .args(["verify", "request", &device])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let request_out = json_lines(request.stdout.take().context("stdout")?);
+    let (on_cli, _) = wait_for(&request_out, READY, |e| e.get("emoji").is_some())?;
+    let on_cli: Vec<String> = on_cli["emoji"]
+        .as_array()
+        .context("no emoji from the CLI")?
+        .iter()
+        .filter_map(|e| e["symbol"].as_str().map(str::to_owned))
+        .collect();
+    app.wait_for("#verify-compare", |t| t.contains("They match"), READY)
+        .await?;
+    let on_panel: Vec<String> = serde_json::from_value(
+        app.execute(
+            "return [...document.querySelectorAll('#verify-emoji .symbol')]\
+             .map(e => e.textContent);",
+            vec![],
+        )
+        .await?,
+    )?;
+    ensure!(on_panel.len() == 7, "the panel shows {on_panel:?}");
+    ensure!(
+        on_panel == on_cli,
+        "the panel shows {on_panel:?}, the CLI {on_cli:?}"
+    );
+    shot(&app, "verify-with-emoji.png", shots.path()).await?;
+    app.click("#verify-match", DOM).await?;
+    request.stdin.take().context("stdin")?.write_all(b"yes\n")?;
+    let (done, _) = wait_for(&request_out, READY, |e| e.get("device_state").is_some())?;
+    ensure!(
+        request.wait()?.success(),
+        "walkie verify request failed: {done}"
+    );
+    app.wait_for("#device-state", |t| t == VERIFIED, READY)
+        .await?;
+    app.wait_for("#verify-box", str::is_empty, DOM).await?;
     app.close().await?;
     Ok(())
 }
