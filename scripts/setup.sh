@@ -25,6 +25,7 @@ APT_PACKAGES=(
   libasound2-dev libasound2-plugins pulseaudio pulseaudio-utils
   libdbus-1-dev gnome-keyring libsecret-tools
   webkit2gtk-driver
+  fonts-noto-color-emoji
 )
 
 missing=()

@@ -326,6 +326,40 @@ async fn consent_only_its_owner_can_write_and_sign() -> Result<()> {
         device_ids(&again, "devices").contains(&bob_device),
         "{again}"
     );
+
+    // Another device of bob's writes his content without this device's
+    // entry (a concurrent read-modify-write): bob's running client puts its
+    // grant back by itself. Each state change reaches bob's listener as
+    // `room_changed`; after each, alice's view is checked.
+    let listener = CountingListener::start(&bob, &room, &root.path().join("bob-out"))?;
+    let (status, _) = raw_api(
+        &hs,
+        Method::PUT,
+        &b.access_token,
+        &path(&b.user_id),
+        json!({"devices": {}}),
+    )
+    .await?;
+    ensure!(status.is_success(), "{status}");
+    // The PUT was acknowledged before alice's fresh client syncs, so
+    // seeing bob's device listed again means bob's client re-asserted it.
+    let listed = |s: &Value| device_ids(s, "devices").contains(&bob_device);
+    let back = wait_for(&listener.rx, Duration::from_secs(30), |e| {
+        e["event"] == "room_changed" && matches!(alice.ok(&["status", &room]), Ok(s) if listed(&s))
+    });
+    if let Err(e) = back {
+        anyhow::bail!("{e:#}\nbob's log:\n{}", listener.log()?);
+    }
+    let (_, content) = raw_api(
+        &hs,
+        Method::GET,
+        &b.access_token,
+        &path(&b.user_id),
+        Value::Null,
+    )
+    .await?;
+    assert!(content["devices"].get(&bob_device).is_some(), "{content}");
+    listener.stop()?;
     Ok(())
 }
 

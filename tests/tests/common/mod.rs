@@ -559,6 +559,11 @@ impl CountingListener {
             .count())
     }
 
+    /// Its log so far.
+    pub fn log(&self) -> Result<String> {
+        Ok(std::fs::read_to_string(&self.log)?)
+    }
+
     pub fn stop(mut self) -> Result<()> {
         self.child.kill()?;
         self.child.wait()?;
