@@ -218,11 +218,9 @@ async fn unplayed_store(account_dir: &Path) -> Option<QueueStore> {
 }
 
 /// Runs a signed-in account until it stops.
-async fn run(app: AppHandle, account: Account, config: &AppConfig) {
+async fn run(app: AppHandle, mut account: Account, config: &AppConfig) {
     let status = app.state::<SharedStatus>();
-    let recovery_key = account
-        .new_recovery_key()
-        .map(|k| RecoveryKey(k.to_owned()));
+    let recovery_key = account.take_new_recovery_key().map(RecoveryKey);
     status.update(&app, |s| {
         s.user_id = Some(account.user_id());
         s.device_id = Some(account.device_id());

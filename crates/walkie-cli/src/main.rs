@@ -354,8 +354,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 password,
                 device_display_name: "walkie CLI".into(),
             };
-            let account =
+            let mut account =
                 Account::sign_in(&data_dir, &req, walkie_core::store_key::Fallback::File).await?;
+            let recovery_key = account.take_new_recovery_key();
             let session = account.session().context("signed in without a session")?;
             session_file::save(
                 &data_dir,
@@ -367,7 +368,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let state = walkie_core::trust::own_device_state(account.client())
                 .await
                 .map_err(anyhow::Error::from)?;
-            if account.new_recovery_key().is_some() {
+            if recovery_key.is_some() {
                 eprintln!("walkie: this account now has a cross-signing identity. Its recovery key is shown once, below, as \"recovery_key\": keep it safe (a password manager); it verifies your other devices and restores your keys.");
             } else if state == walkie_core::trust::OwnDeviceState::Unverified {
                 key_hint();
@@ -378,7 +379,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     "user_id": account.user_id(),
                     "device_id": account.device_id(),
                     "device_state": state,
-                    "recovery_key": account.new_recovery_key(),
+                    "recovery_key": recovery_key,
                 })
             );
         }

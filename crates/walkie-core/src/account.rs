@@ -170,9 +170,10 @@ impl Account {
     }
 
     /// The recovery key of the cross-signing identity this sign-in created,
-    /// if it created one. Shown once; Walkie does not keep it.
-    pub fn new_recovery_key(&self) -> Option<&str> {
-        self.new_recovery_key.as_deref()
+    /// if it created one, handed over once to be shown: Walkie keeps no
+    /// copy (this account, and any clone made after, no longer holds it).
+    pub fn take_new_recovery_key(&mut self) -> Option<String> {
+        self.new_recovery_key.take()
     }
 
     /// The key that seals this account's outbox journals (derived from the
