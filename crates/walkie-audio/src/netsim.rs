@@ -132,6 +132,74 @@ pub fn simulate_network(net: &Net, rng: &mut Rng) -> (Vec<Arrival>, BTreeSet<u64
     (out, lost)
 }
 
+/// Walkie's measured loopback link (Synapse on 127.0.0.1): the talker sends
+/// one to-device message per `frames_per_message` frames, as soon as the last
+/// of them is captured; each message takes `base_ms` plus a uniform
+/// `0..=jitter_ms`, and one message per second (at a random place in that
+/// second) is late by a further `0..=late_ms`. Messages arrive in order (one
+/// sync stream), so a late message holds back the ones behind it. `stall`
+/// = (ms after the talk's start, duration): nothing arrives in that span, and
+/// what would have arrives at its end.
+#[derive(Clone, Copy, Debug)]
+pub struct Loopback {
+    pub frames: u64,
+    pub frames_per_message: u64,
+    pub base_ms: u64,
+    pub jitter_ms: u64,
+    pub late_ms: u64,
+    pub stall: Option<(u64, u64)>,
+}
+
+impl Loopback {
+    /// The clean loopback of issue 11: 2-frame messages every 40 ms, 10 ms
+    /// base delay, 0-8 ms of jitter, one message a second late by <= 25 ms;
+    /// `secs` seconds of talk.
+    pub fn clean(secs: u64) -> Self {
+        Loopback {
+            frames: secs * 1000 / FRAME_MS,
+            frames_per_message: 2,
+            base_ms: 10,
+            jitter_ms: 8,
+            late_ms: 25,
+            stall: None,
+        }
+    }
+}
+
+/// Arrivals of a [`Loopback`] talk in receiver-clock ms, sorted by time
+/// (frames of one message share their arrival time). Nothing is lost.
+pub fn simulate_loopback(link: &Loopback, rng: &mut Rng) -> Vec<Arrival> {
+    let per_msg = link.frames_per_message.max(1);
+    let msg_ms = per_msg * FRAME_MS;
+    let msgs_per_sec = (1000 / msg_ms).max(1);
+    let messages = link.frames.div_ceil(per_msg);
+    let mut late_msg = u64::MAX;
+    let mut last_at = 0;
+    let mut out = Vec::new();
+    for m in 0..messages {
+        if m % msgs_per_sec == 0 {
+            late_msg = m + rng.below(msgs_per_sec);
+        }
+        let first = m * per_msg;
+        let last = (first + per_msg).min(link.frames);
+        let sent = TALK_START + last * FRAME_MS;
+        let mut at = sent + link.base_ms + rng.up_to(link.jitter_ms);
+        if m == late_msg {
+            at += rng.up_to(link.late_ms);
+        }
+        if let Some((from, len)) = link.stall {
+            let (from, to) = (TALK_START + from, TALK_START + from + len);
+            if (from..to).contains(&at) {
+                at = to;
+            }
+        }
+        at = at.max(last_at);
+        last_at = at;
+        out.extend((first..last).map(|seq| Arrival { at, seq }));
+    }
+    out
+}
+
 /// Plays one simulated talk through a [`JitterBuffer`], popping every 20 ms
 /// at a seeded phase, and returns the buffer's statistics (e.g. the mean
 /// delay it added). Packets carry their seq as 8 little-endian bytes.
