@@ -78,18 +78,11 @@ impl Capture {
     /// live (see [`Capture::wait_live`]).
     pub fn open(device: Option<&str>) -> Result<Self> {
         let opened_at = Instant::now();
-        let host = audio_host::host();
-        let device = match device {
-            None => host.default_input_device(),
-            Some(wanted) => host
-                .input_devices()
-                .ok()
-                .and_then(|mut all| all.find(|d| audio_host::device_name(d) == wanted)),
-        }
-        .ok_or_else(|| DeviceError::NotFound {
-            kind: "input",
-            name: device.map(str::to_owned),
-        })?;
+        let (host, device) =
+            audio_host::find_device(device, true).ok_or_else(|| DeviceError::NotFound {
+                kind: "input",
+                name: device.map(str::to_owned),
+            })?;
         let name = audio_host::device_name(&device);
         let open_err = |reason: String| DeviceError::Open {
             kind: "input",
@@ -119,7 +112,11 @@ impl Capture {
         // A short device period makes the first samples (and every later
         // block) arrive sooner; a device that refuses it keeps its default.
         let default_buffer = config.buffer_size;
-        config.buffer_size = cpal::BufferSize::Fixed(config.sample_rate * CAPTURE_PERIOD_MS / 1000);
+        let period_ms = std::env::var("WALKIE_CAPTURE_PERIOD_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(CAPTURE_PERIOD_MS);
+        config.buffer_size = cpal::BufferSize::Fixed(config.sample_rate * period_ms / 1000);
         let stream = match build_with(&config) {
             Ok(stream) => stream,
             Err(e) => {
@@ -131,6 +128,8 @@ impl Capture {
         stream.play().map_err(|e| open_err(e.to_string()))?;
         tracing::info!(
             device = %name,
+            host = host.id().name(),
+            buffer = ?config.buffer_size,
             rate = config.sample_rate,
             channels = config.channels,
             %format,

@@ -28,6 +28,17 @@ use crate::{
 /// (rodio asks ALSA for 2048 frames, ~43 ms), so a ring shallower than a
 /// period runs dry on every callback and clicks.
 pub const AHEAD_FRAMES: usize = 1;
+/// The output buffer asked of the native PulseAudio host: the stream's
+/// callback period (the server's minimum request); cpal asks PulseAudio for a
+/// target length of two periods and for `adjust_latency`. ALSA keeps rodio's
+/// default (2048 frames). `WALKIE_OUTPUT_PERIOD_MS` overrides it (spike).
+const OUTPUT_PERIOD_MS: u32 = 5;
+/// The margin the ring keeps beyond one period through the native
+/// PulseAudio host: 5 ms (240 samples), the player's top-up interval. Its
+/// callbacks come every period in equal blocks, unlike ALSA's pulse plugin's
+/// bursts; an underrun still grows the margin by a frame.
+/// `WALKIE_OUTPUT_AHEAD_MS` overrides it (spike).
+const PULSE_AHEAD_SAMPLES: usize = SAMPLE_RATE as usize * 5 / 1000;
 /// An open device that pulls no sample for this long counts as gone.
 const STALL: Duration = Duration::from_secs(2);
 /// Device period assumed when the device does not say (~85 ms).
@@ -203,18 +214,11 @@ impl DeviceSink {
 }
 
 fn open_device(name: Option<&str>) -> Result<Open> {
-    let host = audio_host::host();
-    let device = match name {
-        None => host.default_output_device(),
-        Some(wanted) => host
-            .output_devices()
-            .ok()
-            .and_then(|mut all| all.find(|d| audio_host::device_name(d) == wanted)),
-    }
-    .ok_or_else(|| DeviceError::NotFound {
-        kind: "output",
-        name: name.map(str::to_owned),
-    })?;
+    let (host, device) =
+        audio_host::find_device(name, false).ok_or_else(|| DeviceError::NotFound {
+            kind: "output",
+            name: name.map(str::to_owned),
+        })?;
     let device_name = audio_host::device_name(&device);
     let shared = Arc::new(Shared::default());
     let on_error = {
@@ -238,7 +242,14 @@ fn open_device(name: Option<&str>) -> Result<Open> {
     };
     // The device's own buffer size: a forced short one (10 ms) made ALSA's
     // pulse plugin fail with I/O errors on every period.
-    let mut sink = builder()?
+    // Through the native PulseAudio host a short buffer works: ask for it.
+    let mut builder = builder()?;
+    if audio_host::is_pulseaudio(&host) {
+        let ms = env_ms("WALKIE_OUTPUT_PERIOD_MS").unwrap_or(OUTPUT_PERIOD_MS);
+        let rate = builder_rate(&device).unwrap_or(SAMPLE_RATE);
+        builder = builder.with_buffer_size(cpal::BufferSize::Fixed((rate * ms / 1000).max(1)));
+    }
+    let mut sink = builder
         .with_error_callback(on_error)
         .open_sink_or_fallback()
         .map_err(|e| DeviceError::Open {
@@ -255,14 +266,27 @@ fn open_device(name: Option<&str>) -> Result<Open> {
         }
         cpal::BufferSize::Default => UNKNOWN_PERIOD_SAMPLES,
     };
-    let ahead_samples = (period + AHEAD_FRAMES * FRAME_SAMPLES).min(RING_SAMPLES - FRAME_SAMPLES);
+    let default_margin = if audio_host::is_pulseaudio(&host) {
+        PULSE_AHEAD_SAMPLES
+    } else {
+        AHEAD_FRAMES * FRAME_SAMPLES
+    };
+    let margin = env_ms("WALKIE_OUTPUT_AHEAD_MS")
+        .map_or(default_margin, |ms| (SAMPLE_RATE * ms / 1000) as usize);
+    let ahead_samples = (period + margin).min(RING_SAMPLES - FRAME_SAMPLES);
     let (tx, rx) = rtrb::RingBuffer::new(RING_SAMPLES);
     sink.mixer().add(RingSource {
         rx,
         shared: shared.clone(),
         starved: false,
     });
-    tracing::info!(device = %device_name, config = ?sink.config(), ahead_samples, "output opened");
+    tracing::info!(
+        device = %device_name,
+        host = host.id().name(),
+        config = ?sink.config(),
+        ahead_samples,
+        "output opened"
+    );
     Ok(Open {
         _device: sink,
         tx,
@@ -272,6 +296,17 @@ fn open_device(name: Option<&str>) -> Result<Open> {
         pulled: 0,
         pulled_at: std::time::Instant::now(),
     })
+}
+
+/// A millisecond setting from the environment (spike knobs).
+fn env_ms(var: &str) -> Option<u32> {
+    std::env::var(var).ok()?.parse().ok()
+}
+
+/// The device's default output rate (rodio opens it at that rate).
+fn builder_rate(device: &cpal::Device) -> Option<u32> {
+    use cpal::traits::DeviceTrait;
+    device.default_output_config().ok().map(|c| c.sample_rate())
 }
 
 impl FrameSink for DeviceSink {
