@@ -146,7 +146,7 @@ fn output() {
         let wanted = sink.frames_wanted().expect("frames_wanted");
         for _ in 0..wanted {
             let is_click = frame_no >= WARMUP_FRAMES
-                && (frame_no - WARMUP_FRAMES) % CLICK_EVERY_FRAMES == 0
+                && (frame_no - WARMUP_FRAMES).is_multiple_of(CLICK_EVERY_FRAMES)
                 && written.len() < CLICKS;
             if is_click {
                 written.push(Instant::now());
