@@ -30,11 +30,16 @@ start_local_homeserver
   --shared-secret "$HS_SHARED_SECRET" --state "$WORK/homeserver/demo-users.json" 2>/dev/null
 pw() { "$WALKIE_SYNAPSE_PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$WORK/homeserver/demo-users.json" "$1"; }
 A=(--data-dir "$WORK/alice")
-"$WALKIE" "${A[@]}" login --homeserver "$HOMESERVER_URL" --user @alice:localhost --password "$(pw alice)" >/dev/null
+WALKIE_PASSWORD="$(pw alice)" "$WALKIE" "${A[@]}" login --homeserver "$HOMESERVER_URL" --user @alice:localhost >/dev/null
 ROOM=$("$WALKIE" "${A[@]}" create "latency bench" --invite @bob:localhost | sed 's/.*"room_id":"\([^"]*\)".*/\1/')
 "$WALKIE" "${A[@]}" consent "$ROOM" --for 1h >/dev/null
 for i in $(seq 1 "$LISTENERS"); do
-  "$WALKIE" --data-dir "$WORK/bob$i" login --homeserver "$HOMESERVER_URL" --user @bob:localhost --password "$(pw bob)" >/dev/null
+  login=$(WALKIE_PASSWORD="$(pw bob)" "$WALKIE" --data-dir "$WORK/bob$i" login --homeserver "$HOMESERVER_URL" --user @bob:localhost)
+  # bob's first device created his identity; the others are verified with
+  # its recovery key (only devices their owner signed hear a talk).
+  key=$(printf '%s' "$login" | "$WALKIE_SYNAPSE_PYTHON" -c 'import json,sys; print(json.load(sys.stdin).get("recovery_key") or "")')
+  [[ -z $key ]] || BOB_RECOVERY_KEY=$key
+  ((i == 1)) || WALKIE_RECOVERY_KEY="$BOB_RECOVERY_KEY" "$WALKIE" --data-dir "$WORK/bob$i" verify recovery-key >/dev/null
   ((i > 1)) || "$WALKIE" --data-dir "$WORK/bob$i" join "$ROOM" >/dev/null
   "$WALKIE" --data-dir "$WORK/bob$i" consent "$ROOM" --for 1h >/dev/null
 done
