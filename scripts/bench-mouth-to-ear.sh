@@ -203,5 +203,6 @@ grep -q '"output_opened"' "$WORK/listen1.jsonl" \
 say "analysing $(($(stat -c %s "$WORK/rec.raw") / 8 / 48)) ms of recording (talk from sample $BOUNDARY)"
 echo "binary: $WALKIE"
 sed 's/\x1b\[[0-9;]*m//g' "$WORK/talk.err" "$WORK/listen1.err" | grep -ho 'capture opened.*\|output opened.*' | sed 's/^/devices: /' || true
+sed 's/\x1b\[[0-9;]*m//g' "$WORK/listen1.err" | grep -ho 'live talk played.*' | sed 's/^/bob1 player: /' || true
 "$PY" "$TOOL" analyse "$WORK/rec.raw" --channels 4 --mouth 0 --ear 2 --boundary "$BOUNDARY" \
   --clicks "$CLICKS" --spacing-ms "$SPACING_MS" --listeners "$LISTENERS" --threshold "${THRESHOLD:-0.4}"

@@ -118,11 +118,6 @@ def analyse(args):
 
     m_on = onsets(mouth, boundary, frames, thr, dead)
     e_on = onsets(ear, boundary, frames, thr, dead)
-    # Cross-talk check: the ear channel must be quiet at each mouth onset
-    # (a leak from micfeed into speaker would read as ~0 ms latency).
-    leaks = sum(
-        1 for m in m_on if any(abs(v) > thr for v in ear[max(0, m - 240) : m + 240])
-    )
 
     half = RATE * args.spacing_ms // 2000
     lat, lost, doubled, used = [], 0, 0, set()
@@ -146,6 +141,10 @@ def analyse(args):
         lost = len(m_on)
         per_click = [None] * len(m_on)
     stray = len([e for e in e_on if e not in used])
+    # Cross-talk check: a leak from micfeed into speaker would put an ear
+    # onset within 5 ms of each mic onset that no earlier mic click explains
+    # (an ear click that merely coincides, latency ~ k x spacing, is paired).
+    leaks = sum(1 for m in m_on if any(abs(e - m) <= 240 and e not in used for e in e_on))
     peak = lambda x, ons: sorted(max(abs(v) for v in x[o : o + RATE // 100]) / 32767 for o in ons)
     m_peak, e_peak = peak(mouth, m_on), peak(ear, e_on)
 
