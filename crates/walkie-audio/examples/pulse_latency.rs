@@ -37,21 +37,22 @@ const CLICKS: usize = 30;
 const CLICK_EVERY_FRAMES: usize = 25; // 500 ms
 const WARMUP_FRAMES: usize = 50; // 1 s
 
-fn pulse() -> cpal::Host {
-    cpal::host_from_id(cpal::HostId::PulseAudio).expect("native PulseAudio host")
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn pulse() -> Res<cpal::Host> {
+    Ok(cpal::host_from_id(cpal::HostId::PulseAudio)?)
 }
 
-fn device_by_id(host: &cpal::Host, id: &str) -> cpal::Device {
-    host.devices()
-        .unwrap()
+fn device_by_id(host: &cpal::Host, id: &str) -> Res<cpal::Device> {
+    host.devices()?
         .find(|d| d.id().map(|i| i.to_string()).is_ok_and(|i| i.ends_with(id)))
-        .unwrap_or_else(|| panic!("no device {id}"))
+        .ok_or_else(|| format!("no device {id}").into())
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(f64::total_cmp);
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i]
+    v.get(i).copied().unwrap_or(f64::NAN)
 }
 
 fn report(label: &str, raw: &[f64], corrected: &[f64]) {
@@ -73,12 +74,12 @@ fn report(label: &str, raw: &[f64], corrected: &[f64]) {
 /// reported latency and the click's position in the buffer)
 type Seen = (Instant, Instant);
 
-fn main() {
+fn main() -> Res<()> {
     let mode = std::env::args().nth(1).unwrap_or_else(|| "output".into());
     match mode.as_str() {
         "output" => output(),
         "capture" => capture(),
-        _ => panic!("mode: output | capture"),
+        _ => Err("mode: output | capture".into()),
     }
 }
 
@@ -87,51 +88,49 @@ fn click_listener(
     device: &cpal::Device,
     config: cpal::StreamConfig,
     tx: mpsc::Sender<Seen>,
-) -> cpal::Stream {
+) -> Res<cpal::Stream> {
     let channels = config.channels as usize;
     let rate = config.sample_rate as f64;
     let mut last: Option<Instant> = None;
-    let stream = device
-        .build_input_stream(
-            config,
-            move |data: &[f32], info: &cpal::InputCallbackInfo| {
-                let now = Instant::now();
-                let ts = info.timestamp();
-                let reported = ts.callback.duration_since(ts.capture);
-                let n = data.len() / channels;
-                if let Some(i) = data.chunks(channels).position(|f| f[0].abs() > 0.5) {
-                    if last.is_some_and(|l| now - l < Duration::from_millis(100)) {
-                        return;
-                    }
-                    last = Some(now);
-                    // The first frame of the buffer was captured `reported`
-                    // before the callback; frame i, i / rate later.
-                    let back = reported.as_secs_f64() - i as f64 / rate;
-                    let corrected = if back >= 0.0 {
-                        now - Duration::from_secs_f64(back)
-                    } else {
-                        now + Duration::from_secs_f64(-back)
-                    };
-                    let _ = tx.send((now, corrected));
-                    let _ = n;
+    let stream = device.build_input_stream(
+        config,
+        move |data: &[f32], info: &cpal::InputCallbackInfo| {
+            let now = Instant::now();
+            let ts = info.timestamp();
+            let reported = ts.callback.duration_since(ts.capture);
+            let n = data.len() / channels;
+            if let Some(i) = data.chunks(channels).position(|f| f[0].abs() > 0.5) {
+                if last.is_some_and(|l| now - l < Duration::from_millis(100)) {
+                    return;
                 }
-            },
-            |e| eprintln!("listener error: {e}"),
-            None,
-        )
-        .expect("listener stream");
-    stream.play().unwrap();
-    stream
+                last = Some(now);
+                // The first frame of the buffer was captured `reported`
+                // before the callback; frame i, i / rate later.
+                let back = reported.as_secs_f64() - i as f64 / rate;
+                let corrected = if back >= 0.0 {
+                    now - Duration::from_secs_f64(back)
+                } else {
+                    now + Duration::from_secs_f64(-back)
+                };
+                let _ = tx.send((now, corrected));
+                let _ = n;
+            }
+        },
+        |e| eprintln!("listener error: {e}"),
+        None,
+    )?;
+    stream.play()?;
+    Ok(stream)
 }
 
-fn output() {
+fn output() -> Res<()> {
     // Recorder: native PulseAudio on speaker.monitor, 1 ms fragments.
-    let ph = pulse();
-    let monitor = device_by_id(&ph, "speaker.monitor");
-    let mut cfg: cpal::StreamConfig = monitor.default_input_config().unwrap().into();
+    let ph = pulse()?;
+    let monitor = device_by_id(&ph, "speaker.monitor")?;
+    let mut cfg: cpal::StreamConfig = monitor.default_input_config()?.into();
     cfg.buffer_size = cpal::BufferSize::Fixed(cfg.sample_rate / 1000);
     let (tx, rx) = mpsc::channel();
-    let _rec = click_listener(&monitor, cfg, tx);
+    let _rec = click_listener(&monitor, cfg, tx)?;
 
     let mut sink = DeviceSink::new(None);
     let silence = [0i16; FRAME_SAMPLES];
@@ -140,19 +139,19 @@ fn output() {
     let mut written = Vec::new();
     let mut frame_no = 0usize;
     let total = WARMUP_FRAMES + CLICKS * CLICK_EVERY_FRAMES + 10;
-    sink.write_frame(&silence).expect("open output");
+    sink.write_frame(&silence)?;
     frame_no += 1;
     while frame_no < total {
-        let wanted = sink.frames_wanted().expect("frames_wanted");
+        let wanted = sink.frames_wanted()?;
         for _ in 0..wanted {
             let is_click = frame_no >= WARMUP_FRAMES
                 && (frame_no - WARMUP_FRAMES).is_multiple_of(CLICK_EVERY_FRAMES)
                 && written.len() < CLICKS;
             if is_click {
                 written.push(Instant::now());
-                sink.write_frame(&click).unwrap();
+                sink.write_frame(&click)?;
             } else {
-                sink.write_frame(&silence).unwrap();
+                sink.write_frame(&silence)?;
             }
             frame_no += 1;
         }
@@ -176,51 +175,52 @@ fn output() {
         seen.len()
     );
     report("output write->speaker.monitor", &raw, &cor);
+    Ok(())
 }
 
-fn capture() {
+fn capture() -> Res<()> {
     // Player: native PulseAudio into micfeed, 1 ms buffer; clicks on demand.
-    let ph = pulse();
-    let micfeed = device_by_id(&ph, "micfeed");
-    let mut ocfg: cpal::StreamConfig = micfeed.default_output_config().unwrap().into();
+    let ph = pulse()?;
+    let micfeed = device_by_id(&ph, "micfeed")?;
+    let mut ocfg: cpal::StreamConfig = micfeed.default_output_config()?.into();
     ocfg.buffer_size = cpal::BufferSize::Fixed(ocfg.sample_rate / 1000);
     let fire = Arc::new(AtomicBool::new(false));
     let played: Arc<Mutex<Vec<Instant>>> = Default::default();
     let ochannels = ocfg.channels as usize;
     let player = {
         let (fire, played) = (fire.clone(), played.clone());
-        micfeed
-            .build_output_stream(
-                ocfg,
-                move |data: &mut [f32], info: &cpal::OutputCallbackInfo| {
-                    data.fill(0.0);
-                    if fire.swap(false, Ordering::Relaxed) {
-                        let ts = info.timestamp();
-                        let ahead = ts.playback.duration_since(ts.callback);
-                        for f in data.chunks_mut(ochannels).take(4) {
-                            f.fill(0.9);
-                        }
-                        played.lock().unwrap().push(Instant::now() + ahead);
+        micfeed.build_output_stream(
+            ocfg,
+            move |data: &mut [f32], info: &cpal::OutputCallbackInfo| {
+                data.fill(0.0);
+                if fire.swap(false, Ordering::Relaxed) {
+                    let ts = info.timestamp();
+                    let ahead = ts.playback.duration_since(ts.callback);
+                    for f in data.chunks_mut(ochannels).take(4) {
+                        f.fill(0.9);
                     }
-                },
-                |e| eprintln!("player error: {e}"),
-                None,
-            )
-            .unwrap()
+                    if let Ok(mut played) = played.lock() {
+                        played.push(Instant::now() + ahead);
+                    }
+                }
+            },
+            |e| eprintln!("player error: {e}"),
+            None,
+        )?
     };
-    player.play().unwrap();
+    player.play()?;
 
     // Capture as capture::Capture opens it (same host choice and period).
-    let mut cap = walkie_audio::capture::Capture::open(None).expect("capture");
-    cap.wait_live(Duration::from_secs(5)).expect("live");
+    let mut cap = walkie_audio::capture::Capture::open(None)?;
+    cap.wait_live(Duration::from_secs(5))?;
     drop(cap);
     // The raw callbacks, opened the same way, for per-callback timestamps.
     let host = match std::env::var("WALKIE_AUDIO_HOST").as_deref() {
-        Ok("alsa") => cpal::host_from_id(cpal::HostId::Alsa).unwrap(),
-        _ => pulse(),
+        Ok("alsa") => cpal::host_from_id(cpal::HostId::Alsa)?,
+        _ => pulse()?,
     };
-    let dev = host.default_input_device().unwrap();
-    let sup = dev.default_input_config().unwrap();
+    let dev = host.default_input_device().ok_or("no default input")?;
+    let sup = dev.default_input_config()?;
     let mut icfg: cpal::StreamConfig = sup.into();
     let ms: u32 = std::env::var("WALKIE_CAPTURE_PERIOD_MS")
         .ok()
@@ -228,7 +228,7 @@ fn capture() {
         .unwrap_or(10);
     icfg.buffer_size = cpal::BufferSize::Fixed(icfg.sample_rate * ms / 1000);
     let (tx, rx) = mpsc::channel();
-    let _rec = click_listener(&dev, icfg, tx);
+    let _rec = click_listener(&dev, icfg, tx)?;
     std::thread::sleep(Duration::from_secs(1));
     for _ in 0..CLICKS {
         fire.store(true, Ordering::Relaxed);
@@ -236,7 +236,7 @@ fn capture() {
     }
     std::thread::sleep(Duration::from_millis(300));
     let seen: Vec<Seen> = rx.try_iter().collect();
-    let played = played.lock().unwrap().clone();
+    let played = played.lock().map_err(|_| "poisoned")?.clone();
     let (mut raw, mut cor) = (Vec::new(), Vec::new());
     for (now, corrected) in &seen {
         if let Some(p) = played.iter().rev().find(|p| **p <= *now) {
@@ -251,4 +251,5 @@ fn capture() {
         seen.len()
     );
     report("capture micfeed->callback", &raw, &cor);
+    Ok(())
 }
