@@ -191,13 +191,13 @@ pub(super) async fn run(inner: Arc<Inner>, mut syncs: mpsc::Receiver<SyncRespons
             _ = inner.wake.notified() => {}
             _ = inner.trust.changed.notified() => {
                 // Device lists or identities changed: which consents count
-                // may have, in every room.
-                let rooms: Vec<OwnedRoomId> = inner
-                    .client
-                    .joined_rooms()
-                    .iter()
-                    .map(|r| r.room_id().to_owned())
-                    .collect();
+                // may have, in every walkie group (other rooms have none).
+                let rooms: Vec<OwnedRoomId> = inner.rooms.read(|machines| {
+                    machines
+                        .keys()
+                        .filter_map(|id| OwnedRoomId::try_from(id.as_str()).ok())
+                        .collect()
+                });
                 for room_id in rooms {
                     reload_room(&inner, &room_id).await;
                 }
@@ -338,13 +338,11 @@ fn handle_to_device(inner: &Inner, event: ProcessedToDeviceEvent) {
             raw,
             encryption_info,
         } => {
-            if raw.get_field::<String>("type").ok().flatten().as_deref() == Some(AUDIO_EVENT_TYPE) {
-                tracing::debug!(target: "walkie_to_device", sender = %encryption_info.sender, "walkie to-device message received");
-            }
             if raw.json().get().len() > MAX_CHUNK_CONTENT_BYTES + 4096 {
                 if raw.get_field::<String>("type").ok().flatten().as_deref()
                     == Some(AUDIO_EVENT_TYPE)
                 {
+                    log_received(&encryption_info.sender);
                     drop_event(
                         inner,
                         format!("oversize walkie audio from {}", encryption_info.sender),
@@ -358,6 +356,7 @@ fn handle_to_device(inner: &Inner, event: ProcessedToDeviceEvent) {
             if value["type"] != AUDIO_EVENT_TYPE {
                 return;
             }
+            log_received(&encryption_info.sender);
             let sender = match UserId::parse(encryption_info.sender.as_str()) {
                 Ok(u) => u,
                 Err(e) => return drop_event(inner, format!("invalid sender: {e}")),
@@ -399,6 +398,13 @@ fn handle_to_device(inner: &Inner, event: ProcessedToDeviceEvent) {
         }
         ProcessedToDeviceEvent::Invalid(_) => {}
     }
+}
+
+/// One line per walkie to-device message this client receives (the
+/// `walkie_to_device` debug target), whatever becomes of it: the tests
+/// count what a device was sent by it.
+fn log_received(sender: &matrix_sdk::ruma::UserId) {
+    tracing::debug!(target: "walkie_to_device", %sender, "walkie to-device message received");
 }
 
 /// Why audio from a device with this verification state is refused, if it
