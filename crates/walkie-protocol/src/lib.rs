@@ -10,6 +10,8 @@
 //!   holds grants the engine has verified; no crypto here);
 //! - [`audio`]: the live audio to-device message, validated from untrusted
 //!   JSON only through [`audio::ValidatedChunk::parse`];
+//! - [`sealed`]: sealed fan-out: per-talk keys announced over Olm, batches
+//!   sealed once for every receiver, the receiver's key ring;
 //! - [`talk_reference`]: the key added to a talk's recording;
 //! - [`floor`]: floor arbitration (quinn-proto-shaped state machine);
 //! - [`room`]: [`room::RoomMachine`], one walkie room: group marker,
@@ -18,7 +20,8 @@
 //!
 //! A separate crate so the compiler, not review, keeps I/O out of the rules:
 //! `cargo tree -p walkie-protocol -e normal` shows serde, serde_json,
-//! base64 and thiserror only.
+//! base64, thiserror and two pure crypto crates (chacha20poly1305,
+//! ed25519-dalek) only; randomness is passed in.
 //!
 //! Size budget: a to-device message travels inside an Olm ciphertext (base64
 //! of the plaintext event, itself JSON with keys and device info), so the
@@ -37,6 +40,7 @@ pub mod floor;
 pub mod group;
 pub mod ids;
 pub mod room;
+pub mod sealed;
 pub mod talk_reference;
 
 #[cfg(test)]
@@ -50,6 +54,7 @@ pub use consent::{
 pub use error::ProtocolError;
 pub use group::{Recordings, WalkieGroup};
 pub use ids::{DeviceId, RoomId, SessionId, UserId};
+pub use sealed::{KeyAnnouncement, SealError, TalkKeyRing, TalkKeys, SEALED_AUDIO_EVENT_TYPE};
 pub use talk_reference::TalkReference;
 
 /// Event type of the group marker (room state, state key `""`).

@@ -21,7 +21,9 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use walkie_protocol::{
     room::{RoomEvent, RoomMachine},
-    DeviceId, RoomId, SessionId, UserId, ValidatedChunk, AUDIO_EVENT_TYPE, MAX_CHUNK_CONTENT_BYTES,
+    sealed::MAX_SEALED_CONTENT_BYTES,
+    DeviceId, KeyAnnouncement, RoomId, SealError, SessionId, UserId, ValidatedChunk,
+    AUDIO_EVENT_TYPE, MAX_CHUNK_CONTENT_BYTES, SEALED_AUDIO_EVENT_TYPE,
 };
 
 use super::{
@@ -380,16 +382,24 @@ fn handle_to_device(inner: &Inner, event: ProcessedToDeviceEvent) {
             handle_audio(inner, &value["content"], &sender, &device);
         }
         ProcessedToDeviceEvent::PlainText(raw) => {
-            if raw.get_field::<String>("type").ok().flatten().as_deref() == Some(AUDIO_EVENT_TYPE) {
-                let sender = raw
-                    .get_field::<String>("sender")
+            let event_type = raw.get_field::<String>("type").ok().flatten();
+            let sender = || {
+                raw.get_field::<String>("sender")
                     .ok()
                     .flatten()
-                    .unwrap_or_default();
-                drop_event(
+                    .unwrap_or_default()
+            };
+            match event_type.as_deref() {
+                Some(SEALED_AUDIO_EVENT_TYPE) => {
+                    let sender = sender();
+                    log_received_str(&sender);
+                    handle_sealed(inner, raw.json().get(), &sender);
+                }
+                Some(AUDIO_EVENT_TYPE) => drop_event(
                     inner,
-                    format!("unencrypted walkie audio claiming to be from {sender}"),
-                );
+                    format!("unencrypted walkie audio claiming to be from {}", sender()),
+                ),
+                _ => {}
             }
         }
         ProcessedToDeviceEvent::UnableToDecrypt { utd_info, .. } => {
@@ -404,6 +414,10 @@ fn handle_to_device(inner: &Inner, event: ProcessedToDeviceEvent) {
 /// `walkie_to_device` debug target), whatever becomes of it: the tests
 /// count what a device was sent by it.
 fn log_received(sender: &matrix_sdk::ruma::UserId) {
+    log_received_str(sender.as_str());
+}
+
+fn log_received_str(sender: &str) {
     tracing::debug!(target: "walkie_to_device", %sender, "walkie to-device message received");
 }
 
@@ -441,6 +455,38 @@ fn handle_audio(inner: &Inner, content: &Value, sender: &UserId, device: &Device
             )
         }
     };
+    // The talk's keys for its sealed batches, bound to the device Olm
+    // authenticated (the caller checked that device is trusted).
+    if let Some(keys) = KeyAnnouncement::from_content(content) {
+        let learnt = keys.and_then(|keys| inner.talk_keys().learn(&chunk, keys, now_ms()));
+        if let Err(e) = learnt {
+            return drop_event(
+                inner,
+                format!("walkie talk keys from {sender} ({device}): {e}"),
+            );
+        }
+    }
+    admit(inner, chunk);
+}
+
+/// A sealed batch (plaintext to-device): opened only with keys an Olm
+/// message of the same session brought from a trusted device.
+fn handle_sealed(inner: &Inner, json: &str, sender: &str) {
+    if json.len() > MAX_SEALED_CONTENT_BYTES + 4096 {
+        return drop_event(inner, format!("oversize sealed walkie audio from {sender}"));
+    }
+    let opened = serde_json::from_str::<Value>(json)
+        .map_err(|e| SealError::Protocol(walkie_protocol::ProtocolError::Malformed(e.to_string())))
+        .and_then(|event| inner.talk_keys().open(&event["content"], sender));
+    match opened {
+        Ok(chunk) => admit(inner, chunk),
+        Err(e) => drop_event(inner, format!("sealed walkie audio from {sender}: {e}")),
+    }
+}
+
+/// Hands a validated chunk to its room's machine.
+fn admit(inner: &Inner, chunk: ValidatedChunk) {
+    let (sender, device) = (chunk.sender().clone(), chunk.sender_device().clone());
     let room_id = chunk.room_id().clone();
     let admitted = inner.rooms.with(inner, &room_id, |machine| {
         machine.handle_chunk(chunk, now_ms())

@@ -24,6 +24,8 @@ pub enum EngineError {
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
     #[error(transparent)]
+    Seal(#[from] walkie_protocol::SealError),
+    #[error(transparent)]
     Matrix(#[from] Box<matrix_sdk::Error>),
     #[error(transparent)]
     Json(#[from] serde_json::Error),

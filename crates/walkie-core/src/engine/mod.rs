@@ -4,8 +4,8 @@
 //! - `driver`: feeds the room machines from sync output and timers and
 //!   drains their outputs (the only place that does);
 //! - `talk`: [`Talk`], our talk in progress;
-//! - `sender`: Olm to-device sends, drained in order so a talker never
-//!   waits on the network between frames;
+//! - `sender`: to-device sends (talk keys over Olm, batches sealed once),
+//!   drained in order so a talker never waits on the network between frames;
 //! - `poster` and `outbox`: journalled talks posted as voice messages
 //!   (`journal_cipher` seals the journal at rest);
 //! - `room_state`: walkie state read from and written to the room, with
@@ -78,6 +78,14 @@ struct Inner {
     intents: consent_intent::Intents,
     /// Per room: consenting devices that do not count, and why.
     excluded: std::sync::Mutex<std::collections::HashMap<RoomId, Vec<room_state::Excluded>>>,
+    /// Keys of the talks announced to us, for their sealed batches.
+    talk_keys: std::sync::Mutex<walkie_protocol::TalkKeyRing>,
+}
+
+impl Inner {
+    fn talk_keys(&self) -> std::sync::MutexGuard<'_, walkie_protocol::TalkKeyRing> {
+        self.talk_keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The running engine. Cheap to clone.
@@ -175,6 +183,7 @@ impl Engine {
             trust: trust_watch::TrustWatch::default(),
             intents: consent_intent::Intents::open(account.data_dir(), own_device),
             excluded: Default::default(),
+            talk_keys: Default::default(),
         });
         let (sync_tx, sync_rx) = mpsc::channel(8);
         let sync = SyncLoop::default().spawn(client, sync_tx);

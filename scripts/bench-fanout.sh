@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Live-audio fan-out (issue 11), release build: one throw-away Synapse, alice
+# talks a speech WAV to N listening devices of bob, for each N in $COUNTS and
+# each fan-out in $MODES (sealed: talk keys over Olm and batches sealed once,
+# the default; olm: every batch Olm-encrypted per device, the old path). For
+# every audio message each listener accepts it reports received_ms - ts
+# (capture of the message's first frame -> decrypted and accepted at the
+# listener, one machine, one clock), and the CPU the talker, the listeners
+# and Synapse used during the talk (from /proc, in % of one core).
+#
+#   bash scripts/bench-fanout.sh
+#   COUNTS="1 5" MODES="sealed olm" BATCH=1 SECONDS_OF_TALK=10 bash scripts/bench-fanout.sh
+#
+# Knobs: COUNTS ("1 5 10 20 50"), MODES ("sealed"), BATCH (1) frames per
+# message, SECONDS_OF_TALK (10), OUT (a JSON-lines file for the results;
+# default: only printed), WALKIE (a walkie binary instead of building it).
+# Listener devices are made once (the most of COUNTS) and reused; bob's
+# first device creates his identity and verifies the others with its
+# recovery key (only signed devices hear).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+source scripts/local-homeserver.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/walkie/target}"
+COUNTS=(${COUNTS:-1 5 10 20 50})
+MODES=(${MODES:-sealed})
+BATCH="${BATCH:-1}"
+SECONDS_OF_TALK="${SECONDS_OF_TALK:-10}"
+PY="$WALKIE_SYNAPSE_PYTHON"
+MAX=0
+for n in "${COUNTS[@]}"; do ((n > MAX)) && MAX=$n; done
+((MAX >= 1)) || die "COUNTS must hold positive numbers"
+
+if [[ -n ${WALKIE:-} ]]; then
+  [[ -x $WALKIE ]] || die "WALKIE=$WALKIE is not an executable"
+else
+  say "building the CLI (release)"
+  cargo build --release -p walkie-cli --locked
+  WALKIE="$CARGO_TARGET_DIR/release/walkie"
+fi
+
+WORK=$(mktemp -d /tmp/wfan.XXXXXX)
+WALKIE_DATA="$WORK"
+LPIDS=()
+cleanup() {
+  local p
+  for p in "${LPIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [[ -n ${HS_STARTED_PID:-} ]] && kill "$HS_STARTED_PID" 2>/dev/null
+  if [[ -n ${KEEP:-} ]]; then say "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+WALKIE_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+start_local_homeserver
+"$PY" scripts/demo_setup.py --homeserver "$HOMESERVER_URL" \
+  --shared-secret "$HS_SHARED_SECRET" --state "$WORK/homeserver/demo-users.json" 2>/dev/null
+q() { "$@" 2>>"$WORK/setup.err" || { tail -n 20 "$WORK/setup.err" >&2; die "failed: $(basename "$1") ${*:2}"; }; }
+pw() { "$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$WORK/homeserver/demo-users.json" "$1"; }
+A=(--data-dir "$WORK/alice")
+WALKIE_PASSWORD="$(pw alice)" q "$WALKIE" "${A[@]}" login --homeserver "$HOMESERVER_URL" --user @alice:localhost >/dev/null
+ROOM=$(q "$WALKIE" "${A[@]}" create "fan-out bench" --invite @bob:localhost | sed 's/.*"room_id":"\([^"]*\)".*/\1/')
+q "$WALKIE" "${A[@]}" consent "$ROOM" --for 8h >/dev/null
+for i in $(seq 1 "$MAX"); do
+  printf '\r[setup] signing in bob device %d of %d' "$i" "$MAX" >&2
+  login=$(WALKIE_PASSWORD="$(pw bob)" q "$WALKIE" --data-dir "$WORK/bob$i" login --homeserver "$HOMESERVER_URL" --user @bob:localhost)
+  key=$(printf '%s' "$login" | "$PY" -c 'import json,sys; print(json.load(sys.stdin).get("recovery_key") or "")')
+  [[ -z $key ]] || BOB_RECOVERY_KEY=$key
+  ((i == 1)) || WALKIE_RECOVERY_KEY="$BOB_RECOVERY_KEY" q "$WALKIE" --data-dir "$WORK/bob$i" verify recovery-key >/dev/null
+  ((i > 1)) || q "$WALKIE" --data-dir "$WORK/bob$i" join "$ROOM" >/dev/null
+  q "$WALKIE" --data-dir "$WORK/bob$i" consent "$ROOM" --for 8h >/dev/null
+done
+printf '\n' >&2
+
+espeak-ng -s 150 -w "$WORK/raw.wav" "This is walkie talkie, testing one two three. The quick brown fox jumps over the lazy dog, and the eagle lands at noon."
+sox "$WORK/raw.wav" -r 48000 -c 1 -b 16 "$WORK/one.wav"
+sox "$WORK/one.wav" "$WORK/talk.wav" repeat 10 trim 0 "$SECONDS_OF_TALK"
+
+# CPU ticks (user + system) of a process and its threads.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+for mode in "${MODES[@]}"; do
+  for n in "${COUNTS[@]}"; do
+    say "fan-out $mode, $n listening device(s), batch $BATCH: starting listeners"
+    LPIDS=()
+    rm -f "$WORK"/listen*.jsonl
+    for i in $(seq 1 "$n"); do
+      "$WALKIE" --data-dir "$WORK/bob$i" listen "$ROOM" --out "$WORK/out$i" --talks 1 \
+        --timeout $((SECONDS_OF_TALK + 120)) >"$WORK/listen$i.jsonl" 2>"$WORK/listen$i.err" &
+      LPIDS+=("$!")
+    done
+    for i in $(seq 1 "$n"); do
+      for _ in $(seq 1200); do
+        grep -q '"listening"' "$WORK/listen$i.jsonl" 2>/dev/null && break
+        kill -0 "${LPIDS[$((i - 1))]}" 2>/dev/null || { tail -n 20 "$WORK/listen$i.err" >&2; die "listener $i exited before listening"; }
+        sleep 0.05
+      done
+      grep -q '"listening"' "$WORK/listen$i.jsonl" || die "listener $i not listening after 60 s"
+    done
+    hs0=$(ticks "$HS_STARTED_PID")
+    l0=0
+    for p in "${LPIDS[@]}"; do l0=$((l0 + $(ticks "$p"))); done
+    before=$(grep -c 'PUT /_matrix/client/v3/sendToDevice/' "$WORK/homeserver/homeserver.log" || true)
+    say "alice talks $SECONDS_OF_TALK s"
+    t0=$(date +%s%N)
+    WALKIE_FANOUT=$mode /usr/bin/time -f '%U %S' -o "$WORK/talk.time" \
+      "$WALKIE" "${A[@]}" talk "$ROOM" --wav "$WORK/talk.wav" --batch "$BATCH" >"$WORK/talk.jsonl" 2>"$WORK/talk.err" \
+      || { tail -n 20 "$WORK/talk.err" >&2; die "talk failed"; }
+    t1=$(date +%s%N)
+    hs1=$(ticks "$HS_STARTED_PID")
+    l1=0
+    for p in "${LPIDS[@]}"; do l1=$((l1 + $(ticks "$p"))); done
+    # The listeners end by themselves once the talk ended (--talks 1).
+    for p in "${LPIDS[@]}"; do wait "$p" || true; done
+    LPIDS=()
+    after=$(grep -c 'PUT /_matrix/client/v3/sendToDevice/' "$WORK/homeserver/homeserver.log" || true)
+    "$PY" - "$mode" "$n" "$BATCH" "$((after - before))" "$(((t1 - t0) / 1000000))" "$((hs1 - hs0))" "$((l1 - l0))" \
+      "$(cat "$WORK/talk.time")" "${OUT:-}" "$WORK"/listen*.jsonl <<'PY'
+import json, sys
+mode, n, batch, puts, wall_ms, hs_ticks, l_ticks = sys.argv[1], *map(int, sys.argv[2:8])
+talk_user, talk_sys = map(float, sys.argv[8].split())
+out, paths = sys.argv[9], sys.argv[10:]
+events = [e for p in paths for e in map(json.loads, open(p)) if e.get("event") == "audio"]
+lat = sorted(e["received_ms"] - e["ts"] for e in events)
+frames = sum(e["frame_count"] for e in events)
+q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] if lat else None
+secs = wall_ms / 1000
+res = {
+    "fanout": mode, "listeners": n, "batch": batch, "messages": len(lat), "frames": frames,
+    "p50_ms": q(0.5), "p95_ms": q(0.95), "max_ms": lat[-1] if lat else None,
+    "to_device_puts_per_s": round(puts / secs, 1),
+    # % of one core over the talk's wall time (the talker's includes its
+    # start-up: restoring the session, its first sync).
+    "talker_cpu_pct": round(100 * (talk_user + talk_sys) / secs, 1),
+    "homeserver_cpu_pct": round(hs_ticks / secs, 1),
+    "listeners_cpu_pct": round(l_ticks / secs, 1),
+    "talk_wall_s": round(secs, 2),
+}
+print(f"fan-out {mode}, {n} device(s), batch {batch}: {len(lat)} messages ({frames} frames); "
+      f"capture->accepted p50 {res['p50_ms']} ms, p95 {res['p95_ms']} ms, max {res['max_ms']} ms; "
+      f"{res['to_device_puts_per_s']} PUT/s; CPU % of a core: talker {res['talker_cpu_pct']}, "
+      f"Synapse {res['homeserver_cpu_pct']}, listeners {res['listeners_cpu_pct']}")
+print("json " + json.dumps(res))
+if out:
+    with open(out, "a") as f:
+        f.write(json.dumps(res) + "\n")
+PY
+  done
+done
