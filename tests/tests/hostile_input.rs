@@ -220,3 +220,158 @@ async fn hostile_input_is_dropped_and_the_listener_keeps_working() -> Result<()>
     let _ = listener.kill();
     Ok(())
 }
+
+/// Sealed fan-out under attack: mallory, a consenting member, receives
+/// alice's talk keys like every listener. A batch she seals with alice's
+/// media key for alice's session but signs with her own key is dropped by
+/// bob ("bad signature"), and so is a sealed batch for a session no Olm
+/// message announced (what a stranger can send); alice's talk still plays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_cannot_forge_sealed_audio_of_another_talker() -> Result<()> {
+    use walkie_core::matrix_sdk::deserialized_responses::ProcessedToDeviceEvent;
+    use walkie_core::protocol::{sealed::KEYS_FIELD, TalkKeys, SEALED_AUDIO_EVENT_TYPE};
+
+    let hs = Synapse::start().await?;
+    let root = tempfile::tempdir()?;
+    let (a, b, m) = (
+        hs.register("alice").await?,
+        hs.register("bob").await?,
+        hs.register("mallory").await?,
+    );
+    let (alice, bob, mallory) = (
+        Cli::new(root.path(), "alice"),
+        Cli::new(root.path(), "bob"),
+        Cli::new(root.path(), "mallory"),
+    );
+    for (cli, r) in [(&alice, &a), (&bob, &b), (&mallory, &m)] {
+        login(&hs, cli, r)?;
+    }
+    let room = group(&alice, &[(&bob, &b.user_id), (&mallory, &m.user_id)], &[])?;
+    for cli in [&alice, &bob, &mallory] {
+        cli.ok(&["consent", &room, "--for", "1h"])?;
+    }
+    let bob_device = bob.ok(&["status", &room])?["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["user_id"] == b.user_id.as_str())
+        .and_then(|d| d["device_id"].as_str())
+        .context("bob's device in status")?
+        .to_owned();
+    let (mut listener, rx) = bob.listen(&[
+        &room,
+        "--out",
+        root.path().join("out").to_str().unwrap_or_default(),
+        "--timeout",
+        "60",
+    ])?;
+    // Mallory's own consenting device, as a matrix-sdk client.
+    let account = restore(&hs, &mallory).await?;
+    let client = account.client().clone();
+    let token = client.access_token().context("token")?;
+    let mut settings = SyncSettings::default().timeout(Duration::ZERO);
+    let first = client.sync_once(settings.clone()).await?;
+    settings = settings
+        .token(first.next_batch)
+        .timeout(Duration::from_secs(2));
+
+    let speech = root.path().join("speech.wav");
+    speech_wav(&speech, 4.0)?;
+    let mut talk = alice
+        .command()
+        .args(["talk", &room, "--wav", speech.to_str().unwrap_or_default()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+
+    // Alice's claim reaches mallory over Olm, with the talk's keys.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let claim = loop {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "no keyed claim reached mallory"
+        );
+        let response = client.sync_once(settings.clone()).await?;
+        settings = settings.token(response.next_batch);
+        let found = response
+            .to_device
+            .into_iter()
+            .find_map(|event| match event {
+                ProcessedToDeviceEvent::Decrypted { raw, .. } => {
+                    let v: Value = raw.deserialize_as_unchecked().ok()?;
+                    (v["type"] == AUDIO_EVENT_TYPE && v["content"].get(KEYS_FIELD).is_some())
+                        .then(|| v["content"].clone())
+                }
+                _ => None,
+            });
+        if let Some(content) = found {
+            break content;
+        }
+    };
+    let media_key: [u8; 32] = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        claim[KEYS_FIELD]["media_key"]
+            .as_str()
+            .context("media_key")?,
+    )?
+    .try_into()
+    .map_err(|_| anyhow::anyhow!("media key length"))?;
+    let session = SessionId::parse(claim["session_id"].as_str().context("session")?)?;
+    let start_ts = claim["start_ts"].as_u64().context("start_ts")?;
+    let room_id = RoomId::parse(&room)?;
+    let packet = OpusEncoder::new()?.encode(&[0i16; 960])?;
+    let forge = |session: &SessionId, seq: u32, signing_seed: [u8; 32]| {
+        let header = ChunkHeader {
+            session_id: session.clone(),
+            seq,
+            start_ts,
+            ts: now_ms().max(start_ts),
+            end: false,
+        };
+        TalkKeys::new(media_key, signing_seed).seal(
+            &room_id,
+            &header,
+            std::slice::from_ref(&packet),
+            [seq as u8; 24],
+        )
+    };
+    let stranger = SessionId::parse("SSSSSSSSSSSSSSSSSSSSSS")?;
+    for (txn, content) in [
+        ("forged1", forge(&session, 900, [0x42; 32])?),
+        ("forged2", forge(&stranger, 0, [0x43; 32])?),
+    ] {
+        let body = json!({"messages": {b.user_id.clone(): {bob_device.clone(): content}}});
+        let (http, _) = raw_api(
+            &hs,
+            Method::PUT,
+            &token,
+            &format!("/_matrix/client/v3/sendToDevice/{SEALED_AUDIO_EVENT_TYPE}/{txn}"),
+            body,
+        )
+        .await?;
+        ensure!(http.is_success(), "sealed to-device refused: {http}");
+    }
+    let mut dropped = Vec::new();
+    while dropped.len() < 2 {
+        let (e, _) = wait_for(&rx, Duration::from_secs(20), |e| e["event"] == "dropped")?;
+        dropped.push(e["reason"].as_str().unwrap_or_default().to_owned());
+    }
+    eprintln!("dropped: {dropped:#?}");
+    assert!(
+        dropped.iter().any(|r| r.contains("bad signature")),
+        "the forged batch was not refused for its signature: {dropped:?}"
+    );
+    assert!(
+        dropped.iter().any(|r| r.contains("no keys for session")),
+        "the unannounced session was not refused: {dropped:?}"
+    );
+    ensure!(talk.wait()?.success(), "alice's talk failed");
+    let (saved, _) = wait_for(&rx, Duration::from_secs(20), |e| {
+        e["event"] == "saved" && e["session_id"] == session.as_str()
+    })?;
+    // 4 s of speech at 48 kHz, whole: nothing forged was added to it.
+    let samples = saved["samples"].as_u64().unwrap_or(0);
+    assert!((180_000..=200_000).contains(&samples), "saved: {saved}");
+    ensure!(listener.try_wait()?.is_none(), "the listener died");
+    let _ = listener.kill();
+    Ok(())
+}
