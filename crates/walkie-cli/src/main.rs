@@ -114,8 +114,9 @@ enum Command {
         /// No talk-permit / busy cues (they play on the default output).
         #[arg(long)]
         no_cues: bool,
-        /// 20 ms frames per to-device message.
-        #[arg(long, default_value_t = 2)]
+        /// 20 ms frames per to-device message (1: the sealed fan-out makes
+        /// one request per batch whatever the group's size).
+        #[arg(long, default_value_t = walkie_core::live_talk::TalkOptions::default().batch)]
         batch: usize,
         /// Press at this wall-clock time (ms since the Unix epoch) instead of
         /// at once: scripted peers and collision tests.

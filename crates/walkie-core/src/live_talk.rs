@@ -2,10 +2,11 @@
 //! opens the voice source (a microphone on press, in parallel with the floor
 //! claim; a WAV file after it), sounds the talk-permit cue once capture is
 //! live (or the busy cue when someone holds the floor), streams 20 ms Opus
-//! frames through the engine, `batch` per message, and on release closes
-//! the device first, then releases the floor. While it holds the floor the
-//! player holds received talks back (the user is talking); a guard ends
-//! that on every way out. Shells call it through [`crate::station::Station`].
+//! frames through the engine, `batch` per message (more while the sender is
+//! behind), and on release closes the device first, then releases the
+//! floor. While it holds the floor the player holds received talks back
+//! (the user is talking); a guard ends that on every way out. Shells call
+//! it through [`crate::station::Station`].
 
 use std::{future::Future, path::PathBuf, time::Duration};
 
@@ -25,6 +26,9 @@ use crate::{
     station::{Playback, UserTalking},
 };
 
+/// Frames one message may gather while the sender is behind (100 ms).
+const MAX_FRAMES_WHEN_BEHIND: usize = 5;
+
 /// Where the voice comes from.
 #[derive(Debug, Clone)]
 pub enum Input {
@@ -37,7 +41,9 @@ pub enum Input {
 /// How to talk.
 #[derive(Debug, Clone)]
 pub struct TalkOptions {
-    /// 20 ms frames per to-device message.
+    /// 20 ms frames per to-device message. One: a sealed batch costs one
+    /// request whatever the group's size, and every frame held back for a
+    /// batch is 20 ms more mouth-to-ear (`docs/benchmarks.md`).
     pub batch: usize,
     /// Opus bitrate, bit/s.
     pub bitrate: u32,
@@ -48,7 +54,7 @@ pub struct TalkOptions {
 impl Default for TalkOptions {
     fn default() -> Self {
         Self {
-            batch: 2,
+            batch: 1,
             bitrate: DEFAULT_BITRATE,
             max_after_live: None,
         }
@@ -201,7 +207,12 @@ pub async fn run(
                         continue;
                     }
                 }
-                if pending.len() >= options.batch.max(1) {
+                // While the sender is behind (a slow homeserver, a busy
+                // machine), frames wait for it and go in one message:
+                // fewer requests instead of a queue that only grows.
+                let full = pending.len() >= options.batch.max(1)
+                    && (pending.len() >= MAX_FRAMES_WHEN_BEHIND || !talk.sender_behind());
+                if full {
                     let first = sent_frames;
                     sent_frames += pending.len() as u64;
                     talk.send(

@@ -8,7 +8,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{atomic::Ordering, Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
@@ -103,6 +103,7 @@ fn drain(inner: &Inner, machine: &mut RoomMachine) {
     let now = now_ms();
     let room = machine.room_id().to_string();
     while let Some(transmit) = machine.poll_transmit(now) {
+        inner.unsent.fetch_add(1, Ordering::Relaxed);
         let _ = inner.outgoing.send(Outgoing::Chunk {
             room_id: machine.room_id().clone(),
             transmit,

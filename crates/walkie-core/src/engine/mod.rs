@@ -65,6 +65,9 @@ struct Inner {
     rooms: Rooms,
     events: mpsc::UnboundedSender<EngineEvent>,
     outgoing: mpsc::UnboundedSender<Outgoing>,
+    /// Audio messages queued for the sender that it has not started on
+    /// (a talker that sees some batches more frames per message).
+    unsent: std::sync::atomic::AtomicUsize,
     /// Wakes the driver when a room's next deadline may have moved.
     wake: Notify,
     outbox: outbox::Outbox,
@@ -174,6 +177,7 @@ impl Engine {
             rooms: Rooms::default(),
             events,
             outgoing,
+            unsent: Default::default(),
             wake: Notify::new(),
             outbox,
             poster: poster::Poster::default(),

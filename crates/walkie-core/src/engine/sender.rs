@@ -14,7 +14,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::Arc,
+    sync::{atomic::Ordering, Arc},
 };
 
 use matrix_sdk::ruma::{
@@ -87,6 +87,7 @@ pub(super) async fn run(inner: Arc<Inner>, mut queue: mpsc::UnboundedReceiver<Ou
                 stats = SendStats::default();
             }
             Outgoing::Chunk { room_id, transmit } => {
+                inner.unsent.fetch_sub(1, Ordering::Relaxed);
                 let sent = match fanout {
                     Fanout::Olm => send_olm(&inner, &room_id, &transmit, &transmit.to, None)
                         .await

@@ -34,6 +34,16 @@ impl Talk {
         &self.session_id
     }
 
+    /// Whether the sender is behind: audio messages are queued that it has
+    /// not started sending (it is busy with an earlier one).
+    pub fn sender_behind(&self) -> bool {
+        self.engine
+            .inner
+            .unsent
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    }
+
     /// Queues one message of Opus packets (at most
     /// [`walkie_protocol::MAX_FRAMES_PER_CHUNK`]) whose first frame was
     /// captured at `first_frame_ts`. Never waits on the network. Fails
