@@ -164,6 +164,15 @@ impl Loopback {
             stall: None,
         }
     }
+
+    /// The same link with `frames` frames per message (1: the talker's
+    /// default since the sealed fan-out, one message every 20 ms).
+    pub fn frames_per_message(self, frames: u64) -> Self {
+        Loopback {
+            frames_per_message: frames,
+            ..self
+        }
+    }
 }
 
 /// Arrivals of a [`Loopback`] talk in receiver-clock ms, sorted by time

@@ -207,6 +207,8 @@ impl DeviceSink {
             self.underruns_before += open.shared.underruns.load(Ordering::Relaxed);
             tracing::info!(
                 pulled_samples = open.shared.played.load(Ordering::Relaxed),
+                underruns = open.shared.underruns.load(Ordering::Relaxed),
+                ahead_samples = open.ahead_samples,
                 "output closed"
             );
         }
