@@ -123,7 +123,7 @@ frames = sum(e["frame_count"] for e in events)
 q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] if lat else None
 secs = wall_ms / 1000
 res = {
-    "fanout": mode, "listeners": n, "batch": batch, "messages": len(lat), "frames": frames,
+    "kind": "fanout", "fanout": mode, "listeners": n, "batch": batch, "messages": len(lat), "frames": frames,
     "p50_ms": q(0.5), "p95_ms": q(0.95), "max_ms": lat[-1] if lat else None,
     "to_device_puts_per_s": round(puts / secs, 1),
     # % of one core over the talk's wall time (the talker's includes its

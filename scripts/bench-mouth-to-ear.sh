@@ -13,33 +13,24 @@
 # SPACING_MS (300) apart after 1 s of silence; WALKIE: a walkie binary to use
 # instead of building the release CLI; THRESHOLD (0.4) the click detection
 # level, a fraction of full scale (the player's cues peak at 0.25); KEEP=1
-# keeps the work directory (the recording, the logs) and prints its path.
+# keeps the work directory (the recording, the logs) and prints its path;
+# BATCH (1) frames per message; OUT a JSON-lines file to which one result
+# line is appended (scripts/bench.sh collects them).
 #
-# One sample clock for mouth and ear: the PulseAudio server has one 4-channel
-# null sink `both` (front-left/right, rear-left/right). `micfeed` is a remap
-# sink onto both's front pair, `speaker` (the default sink, bob's output) a
-# remap sink onto its rear pair, and `mic` (the default source, alice's
-# input) a remap source of both.monitor's front pair; remix=no everywhere, so
-# nothing leaks between the pairs. A remap sink has no buffer or clock of its
-# own: what is written to micfeed or speaker is mixed into `both` when `both`
-# renders, i.e. when a null sink would have "played" it. One parec of
-# both.monitor (4 channels) therefore holds what alice's microphone hears
-# (channel 0) and what bob's speaker plays (channel 2) sample-aligned, with no
-# offset to calibrate. The calibration step checks that: the same burst is
-# played into micfeed and speaker by two paplay processes started together,
-# and their ear - mouth offset is printed (it is the skew between the two
-# paplay starts, a few ms at most; it is not subtracted). The recording asks
-# for 1 ms latency, so `both` renders in ~1 ms blocks (the timing grain).
+# One sample clock for mouth and ear: scripts/lib/bench-pulse.sh (a private
+# PulseAudio server whose one 4-channel null sink holds the microphone feed
+# and the speaker, recorded by one parec; its header says how and why).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 source scripts/local-homeserver.sh
+source scripts/lib/bench-pulse.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/walkie/target}"
 LISTENERS="${LISTENERS:-1}"
 CLICKS="${CLICKS:-40}"
 SPACING_MS="${SPACING_MS:-300}"
+BATCH="${BATCH:-1}"
 LEAD_MS=1000
-TOOL="$PWD/scripts/tools/mouth_to_ear.py"
 PY="$WALKIE_SYNAPSE_PYTHON"
 ((LISTENERS >= 1)) || die "LISTENERS must be at least 1"
 
@@ -51,59 +42,21 @@ else
   cargo build --release -p walkie-cli --locked
   WALKIE="$CARGO_TARGET_DIR/release/walkie"
 fi
-for tool in pulseaudio pactl parec paplay; do
-  command -v "$tool" >/dev/null || die "$tool not found (scripts/setup.sh installs pulseaudio and pulseaudio-utils)"
-done
-
 # A short path: the PulseAudio socket path must stay under 108 bytes.
 WORK=$(mktemp -d /tmp/wm2e.XXXXXX)
 WALKIE_DATA="$WORK"
 PIDS=()
-PA_PID=""
 cleanup() {
   local p
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   [[ -n ${HS_STARTED_PID:-} ]] && kill "$HS_STARTED_PID" 2>/dev/null
-  if [[ -n $PA_PID ]]; then kill "$PA_PID" 2>/dev/null; wait "$PA_PID" 2>/dev/null; fi
+  bench_pulse_stop
   if [[ -n ${KEEP:-} ]]; then say "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
 # --- PulseAudio ---------------------------------------------------------------
-P="$WORK/pulse"
-mkdir -p "$P/home/.config" "$P/runtime" "$P/state"
-cat >"$P/server.pa" <<PA
-load-module module-native-protocol-unix socket=$P/native auth-anonymous=1
-load-module module-null-sink sink_name=both rate=48000 channels=4 channel_map=front-left,front-right,rear-left,rear-right sink_properties='device.description="Bench mouth and ear"'
-load-module module-remap-sink sink_name=micfeed master=both channels=2 channel_map=front-left,front-right master_channel_map=front-left,front-right remix=no sink_properties='device.description="Bench microphone feed"'
-load-module module-remap-sink sink_name=speaker master=both channels=2 channel_map=front-left,front-right master_channel_map=rear-left,rear-right remix=no sink_properties='device.description="Bench speaker"'
-load-module module-remap-source source_name=mic master=both.monitor channels=2 channel_map=front-left,front-right master_channel_map=front-left,front-right remix=no source_properties='device.description="Bench microphone"'
-set-default-sink speaker
-set-default-source mic
-PA
-printf 'autospawn = no\nenable-shm = no\n' >"$P/client.conf"
-say "starting a private PulseAudio server ($P/native)"
-env -i PATH="$PATH" HOME="$P/home" XDG_CONFIG_HOME="$P/home/.config" XDG_RUNTIME_DIR="$P/runtime" \
-  PULSE_RUNTIME_PATH="$P/runtime" PULSE_STATE_PATH="$P/state" PULSE_CLIENTCONFIG="$P/client.conf" \
-  pulseaudio -n -F "$P/server.pa" --daemonize=no --use-pid-file=no --system=no --exit-idle-time=-1 \
-  --realtime=no --high-priority=no --disable-shm=yes --log-target=stderr --log-level=info >"$P/pulse.log" 2>&1 &
-PA_PID=$!
-export PULSE_SERVER="unix:$P/native" PULSE_COOKIE="$P/cookie" PULSE_CLIENTCONFIG="$P/client.conf"
-unset PULSE_SINK PULSE_SOURCE
-pa_ready=""
-for _ in $(seq 100); do
-  kill -0 "$PA_PID" 2>/dev/null || { tail -n 30 "$P/pulse.log" >&2; die "PulseAudio exited during start-up (log above)"; }
-  if info=$(pactl info 2>/dev/null) && grep -q 'Default Sink: speaker' <<<"$info" && grep -q 'Default Source: mic' <<<"$info"; then
-    pa_ready=1; break
-  fi
-  sleep 0.1
-done
-[[ -n $pa_ready ]] || { tail -n 30 "$P/pulse.log" >&2; die "PulseAudio did not answer with speaker/mic as defaults within 10 s (log above)"; }
-if grep -q '^E: ' "$P/pulse.log"; then
-  grep '^E: ' "$P/pulse.log" >&2
-  die "PulseAudio logged errors during start-up (above)"
-fi
-say "PulseAudio $(pulseaudio --version | awk '{print $2}') ready: micfeed/mic and speaker on one 4-channel sink"
+bench_pulse_start "$WORK/pulse"
 
 # --- Synapse, users, group -------------------------------------------------------
 WALKIE_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -131,31 +84,9 @@ for i in $(seq 1 "$LISTENERS"); do
 done
 
 # --- Recording and calibration ---------------------------------------------------
-"$PY" "$TOOL" clicks "$WORK/clicks.wav" --clicks "$CLICKS" --spacing-ms "$SPACING_MS" --lead-ms "$LEAD_MS"
-"$PY" "$TOOL" clicks "$WORK/cal.wav" --clicks 1 --lead-ms 200
-say "recording both.monitor (4 channels: mouth = 0/1, ear = 2/3)"
-parec --device=both.monitor --rate=48000 --channels=4 --channel-map=front-left,front-right,rear-left,rear-right \
-  --format=s16le --latency-msec=1 --client-name=mouth-to-ear-recorder >"$WORK/rec.raw" 2>"$WORK/parec.log" &
-REC_PID=$!
-PIDS+=("$REC_PID")
-for _ in $(seq 100); do
-  pactl list short source-outputs 2>/dev/null | grep -q . && break
-  sleep 0.05
-done
-kill -0 "$REC_PID" 2>/dev/null || { cat "$WORK/parec.log" >&2; die "parec did not start (above)"; }
-# A null sink renders in 2 s blocks until a stream asks for less, and a new
-# request takes effect at the next block: let the 1 ms request settle.
-pactl suspend-sink both 1 && pactl suspend-sink both 0
-sleep 2.5
-say "calibration: the same burst into micfeed and speaker at once, 3 times"
-for _ in 1 2 3; do
-  paplay --device=micfeed "$WORK/cal.wav" & c1=$!
-  paplay --device=speaker "$WORK/cal.wav" & c2=$!
-  wait "$c1" "$c2"
-  sleep 0.3
-done
-sleep 0.5
-BOUNDARY=$(($(stat -c %s "$WORK/rec.raw") / 8))
+bench_pulse_clicks "$WORK" "$CLICKS" "$SPACING_MS" "$LEAD_MS"
+bench_pulse_record "$WORK/rec.raw"
+bench_pulse_calibrate "$WORK"
 
 # --- The talk --------------------------------------------------------------------
 TALK_S=$("$PY" -c "print(($LEAD_MS + $CLICKS * $SPACING_MS) / 1000 + 2)")
@@ -163,7 +94,7 @@ LPIDS=()
 for i in $(seq 1 "$LISTENERS"); do
   play=()
   ((i > 1)) || play=(--play)
-  RUST_LOG=info "$WALKIE" --data-dir "$WORK/bob$i" listen "$ROOM" --out "$WORK/out$i" "${play[@]}" --talks 1 \
+  RUST_LOG="${LISTEN_LOG:-info}" "$WALKIE" --data-dir "$WORK/bob$i" listen "$ROOM" --out "$WORK/out$i" "${play[@]}" --talks 1 \
     --timeout "$("$PY" -c "print(int($TALK_S) + 60)")" >"$WORK/listen$i.jsonl" 2>"$WORK/listen$i.err" &
   LPIDS+=("$!")
   PIDS+=("$!")
@@ -177,7 +108,7 @@ for i in $(seq 1 "$LISTENERS"); do
   grep -q '"listening"' "$WORK/listen$i.jsonl" || die "listener $i not listening after 30 s"
 done
 say "$LISTENERS listener(s) ready (bob1 plays to speaker); alice talks from mic for $TALK_S s"
-RUST_LOG=info "$WALKIE" "${A[@]}" talk "$ROOM" --mic --no-cues --seconds "$TALK_S" >"$WORK/talk.jsonl" 2>"$WORK/talk.err" &
+RUST_LOG=info "$WALKIE" "${A[@]}" talk "$ROOM" --mic --no-cues --batch "$BATCH" --seconds "$TALK_S" >"$WORK/talk.jsonl" 2>"$WORK/talk.err" &
 TALK_PID=$!
 PIDS+=("$TALK_PID")
 for _ in $(seq 600); do
@@ -194,15 +125,40 @@ for i in $(seq 1 "$LISTENERS"); do
   wait "${LPIDS[$((i - 1))]}" || say "listener $i exited with $? (log: $WORK/listen$i.err)"
 done
 sleep 0.5
-kill -INT "$REC_PID" 2>/dev/null || true
-wait "$REC_PID" 2>/dev/null || true
+bench_pulse_record_stop
 grep -q '"output_opened"' "$WORK/listen1.jsonl" \
   || say "warning: bob1 never opened its output: $(grep -h '"output_failed"' "$WORK/listen1.jsonl" | head -1)"
 
 # --- Analysis ----------------------------------------------------------------------
-say "analysing $(($(stat -c %s "$WORK/rec.raw") / 8 / 48)) ms of recording (talk from sample $BOUNDARY)"
+say "analysing $(($(stat -c %s "$WORK/rec.raw") / 8 / 48)) ms of recording (talk from sample $BENCH_BOUNDARY)"
 echo "binary: $WALKIE"
 sed 's/\x1b\[[0-9;]*m//g' "$WORK/talk.err" "$WORK/listen1.err" | grep -ho 'capture opened.*\|output opened.*' | sed 's/^/devices: /' || true
 sed 's/\x1b\[[0-9;]*m//g' "$WORK/listen1.err" | grep -ho 'live talk played.*' | sed 's/^/bob1 player: /' || true
-"$PY" "$TOOL" analyse "$WORK/rec.raw" --channels 4 --mouth 0 --ear 2 --boundary "$BOUNDARY" \
-  --clicks "$CLICKS" --spacing-ms "$SPACING_MS" --listeners "$LISTENERS" --threshold "${THRESHOLD:-0.4}"
+analysis=$(bench_pulse_analyse "$WORK/rec.raw" "$CLICKS" "$SPACING_MS" "$LISTENERS" "${THRESHOLD:-0.4}") \
+  || { printf '%s\n' "$analysis"; die "no click reached bob's speaker"; }
+printf '%s\n' "$analysis"
+if [[ -n ${OUT:-} ]]; then
+  # One JSON line for scripts/bench.sh: the analysis, plus what the talker
+  # and the playing listener reported (capture start-up, jitter buffer).
+  ANALYSIS="$analysis" "$PY" - "$OUT" "$LISTENERS" "$BATCH" "$WORK/talk.jsonl" "$WORK/listen1.err" <<'PYEOF'
+import json, os, re, sys
+out, listeners, batch, talk, listen_err = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+res = next(json.loads(l[5:]) for l in os.environ["ANALYSIS"].splitlines() if l.startswith("json "))
+res.pop("per_click_ms", None)
+live = next((e for e in map(json.loads, open(talk)) if e.get("event") == "capture_live"), {})
+player = {}
+for line in open(listen_err, errors="replace"):
+    line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+    if "live talk played" in line:
+        player = {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.]+)", line)}
+res.update({
+    "kind": "mouth_to_ear", "peer": "walkie", "listeners": listeners, "batch": batch,
+    "press_to_capture_live_ms": live.get("press_to_live_ms"),
+    "capture_open_to_first_samples_ms": live.get("open_to_first_samples_ms"),
+    "jitter_buffer": player,
+})
+with open(out, "a") as f:
+    f.write(json.dumps(res) + "\n")
+print(f"appended to {out}")
+PYEOF
+fi

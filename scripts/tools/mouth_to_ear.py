@@ -27,6 +27,17 @@ but a lost first click would shift every pair by one). A mic click without
 partner is lost; further ear clicks in its window are doubled; ear clicks in
 no window are stray. Latency swings of more than half the spacing between
 consecutive clicks would show as lost + stray.
+
+--pairing monotonic (for chunked playback, scripts/bench-chunked.sh): the
+latency never falls (chunks play back to back, a late chunk plays late, so
+each chunk's latency is at least its predecessor's) but may jump by seconds.
+A mic click's partner is the first unused ear click at or after (mic onset +
+the previous latency - half the spacing); further ear clicks less than half
+a spacing after the partner are doubled; ear clicks skipped are stray. Any
+jump upwards is measured right; a lost ear click shifts later pairs by one
+(it reads as a jump of one spacing). The JSON then has "pairing" and "jumps"
+(latency rises of more than half the spacing). The default (--pairing track)
+is the behaviour above, unchanged.
 """
 
 import argparse
@@ -123,7 +134,26 @@ def analyse(args):
     lat, lost, doubled, used = [], 0, 0, set()
     per_click = []
     first_ear = [e for e in e_on if m_on and e >= m_on[0]]
-    if first_ear:
+    jumps = 0
+    if first_ear and args.pairing == "monotonic":
+        expect = first_ear[0] - m_on[0]
+        for m in m_on:
+            after = [e for e in e_on if e >= m + expect - half and e not in used]
+            if not after:
+                lost += 1
+                per_click.append(None)
+                continue
+            best = after[0]
+            extra = [e for e in after[1:] if e < best + half]
+            used.add(best)
+            used.update(extra)
+            doubled += len(extra)
+            if best - m > expect + half:
+                jumps += 1
+            lat.append(ms(best - m))
+            per_click.append(round(ms(best - m), 1))
+            expect = best - m
+    elif first_ear:
         expect = first_ear[0] - m_on[0]
         for m in m_on:
             window = [e for e in e_on if m + expect - half <= e < m + expect + half and e not in used]
@@ -170,6 +200,9 @@ def analyse(args):
         "recorded_s": round(frames / RATE, 2),
         "per_click_ms": per_click,
     }
+    if args.pairing == "monotonic":
+        res["pairing"] = "monotonic"
+        res["jumps"] = jumps
     cal_txt = (
         f"{len(cal)} burst(s), ear - mouth offset " + ", ".join(f"{c:+.2f}" for c in cal) + " ms"
         if cal
@@ -214,6 +247,9 @@ def main():
     a.add_argument("--spacing-ms", type=int, default=300)
     a.add_argument("--threshold", type=float, default=0.4)
     a.add_argument("--listeners", type=int, default=1)
+    a.add_argument("--pairing", choices=("track", "monotonic"), default="track",
+                   help="track (default): latency within half a spacing of the previous one; "
+                        "monotonic: latency never falls but may jump (chunked playback)")
     args = p.parse_args()
     if args.cmd == "clicks":
         write_clicks(args.out, args.clicks, args.spacing_ms, args.lead_ms)

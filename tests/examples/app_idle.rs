@@ -4,8 +4,9 @@
 //! (one walkie group with consent), waits until it is ready, then measures
 //! for 60 s with nobody talking: CPU time used (from /proc/PID/stat) as
 //! percent of one core, resident memory (VmRSS, VmHWM), the same for the
-//! webview's child processes, and the audio streams open (none expected).
-//! Prints one JSON line.
+//! webview's child processes, the audio streams open (none expected) and
+//! the client requests Synapse served in that time (from its access log),
+//! per minute. Prints one JSON line.
 #![recursion_limit = "256"]
 
 use std::{
@@ -70,6 +71,12 @@ fn descendants(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Client requests Synapse has logged as processed so far.
+fn requests_served(hs: &Synapse) -> Result<usize> {
+    let log = std::fs::read_to_string(hs.dir().join("homeserver.log"))?;
+    Ok(log.matches("Processed request").count())
+}
+
 fn status_kib(pid: u32, key: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
@@ -123,6 +130,7 @@ async fn main() -> Result<()> {
         |pids: &[u32]| -> u64 { pids.iter().filter_map(|&p| cpu_ticks(p).ok()).sum() };
     let start_ticks = cpu_ticks(pid)?;
     let start_children = total_ticks(&children);
+    let start_requests = requests_served(&hs)?;
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let used = (cpu_ticks(pid)? - start_ticks) as f64 / ticks_per_s;
@@ -132,6 +140,7 @@ async fn main() -> Result<()> {
         .filter_map(|&p| status_kib(p, "VmRSS:").ok())
         .sum();
     let elapsed = started.elapsed().as_secs_f64();
+    let requests = requests_served(&hs)?.saturating_sub(start_requests);
     let streams = audio.our_streams()?;
     println!(
         "{}",
@@ -146,6 +155,7 @@ async fn main() -> Result<()> {
             "webkit_cpu_percent_of_one_core": children_used / elapsed * 100.0,
             "webkit_rss_kib": children_rss,
             "audio_streams_open": streams,
+            "requests_per_minute": requests as f64 / elapsed * 60.0,
         })
     );
     Ok(())

@@ -77,6 +77,14 @@ fn opus_cpu() {
             enc + dec,
             bytes as f64 * 8.0 / seconds / 1000.0,
         );
+        println!(
+            "json {}",
+            serde_json::json!({
+                "kind": "opus", "name": format!("opus-{}kbit", bitrate / 1000),
+                "encode_pct_of_core": enc, "decode_pct_of_core": dec,
+                "kbit_s_actual": bytes as f64 * 8.0 / seconds / 1000.0,
+            })
+        );
     }
 }
 
@@ -110,11 +118,21 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted.get(i).copied().unwrap_or(f64::NAN)
 }
 
-fn summary(name: &str, mut ms: Vec<f64>) {
+/// Prints the figures, and a `json` line (kind `access`, `key`) for
+/// scripts/bench.sh.
+fn summary(name: &str, key: &str, mut ms: Vec<f64>) {
     if ms.is_empty() {
         return;
     }
     ms.sort_by(f64::total_cmp);
+    println!(
+        "json {}",
+        serde_json::json!({
+            "kind": "access", "name": key, "n": ms.len(),
+            "p50_ms": percentile(&ms, 0.5), "p95_ms": percentile(&ms, 0.95),
+            "max_ms": ms[ms.len() - 1],
+        })
+    );
     println!(
         "{name}: n={} min {:.1} ms, p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
         ms.len(),
@@ -146,10 +164,12 @@ fn devices() {
     }
     summary(
         "press -> capture stream open (build + play returned)",
+        "capture_stream_open",
         live.iter().map(|l| l.0).collect(),
     );
     summary(
         "press -> capture live (first samples)",
+        "press_to_capture_live",
         live.iter().map(|l| l.1).collect(),
     );
     let mut output = Vec::new();
@@ -162,7 +182,7 @@ fn devices() {
         output.push(start.elapsed().as_secs_f64() * 1000.0);
         let _ = sink.suspend();
     }
-    summary("output open (first frame accepted)", output);
+    summary("output open (first frame accepted)", "output_open", output);
 }
 
 fn main() {

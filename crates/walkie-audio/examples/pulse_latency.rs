@@ -68,6 +68,18 @@ fn report(label: &str, raw: &[f64], corrected: &[f64]) {
         pct(&mut c, 0.0),
         pct(&mut c, 1.0)
     );
+    // One line for scripts/bench.sh (kind `device`; the name says which
+    // path and host).
+    let host = std::env::var("WALKIE_AUDIO_HOST").unwrap_or_else(|_| "default".into());
+    println!(
+        "json {{\"kind\": \"device\", \"name\": \"{label} ({host})\", \"n\": {}, \"raw_p50_ms\": {:.1}, \"raw_p95_ms\": {:.1}, \"p50_ms\": {:.1}, \"p95_ms\": {:.1}, \"max_ms\": {:.1}}}",
+        r.len(),
+        pct(&mut r, 0.5),
+        pct(&mut r, 0.95),
+        pct(&mut c, 0.5),
+        pct(&mut c, 0.95),
+        pct(&mut c, 1.0)
+    );
 }
 
 /// (instant seen at the callback, that instant corrected by the stream's

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The benchmark suite (issue 11), release builds: every bench appends its
+# results to one JSON-lines file, then scripts/tools/bench_report.py writes
+# docs/benchmarks.json (stable keys, the machine, the date, each peer beside
+# Walkie) and docs/mouth-to-ear.png (mouth-to-ear against listening devices).
+#
+#   bash scripts/bench.sh                      # everything, about an hour
+#   ONLY="walkie fanout" bash scripts/bench.sh # some parts; re-running a part
+#                                              # replaces its earlier lines
+#   bash scripts/bench.sh report               # only rebuild json + plot
+#
+# Parts (ONLY, default all, in this order):
+#   walkie   mouth-to-ear at the (virtual) devices, scripts/bench-mouth-to-ear.sh
+#   mumble   the same for Mumble, default and lowest-latency settings,
+#            scripts/bench-mumble.sh
+#   chunked  the same for chunked voice messages through the timeline
+#            (Voice Broadcast style), scripts/bench-chunked.sh
+#   fanout   capture -> accepted at N listening devices with CPU per device
+#            count, sealed and per-device Olm, scripts/bench-fanout.sh
+#   audio    Opus CPU per stream, press -> capture live, output open
+#            (scripts/bench-audio.sh); the output and capture streams alone,
+#            write -> heard at the sink's monitor (scripts/pulse-latency.sh)
+#   idle     the desktop app signed in and idle: CPU, memory of the app and
+#            its webview, requests per minute, streams (scripts/bench-app-idle.sh)
+# Knobs: COUNTS ("1 5 10 20 50") listening devices for walkie and fanout;
+# PEER_COUNTS ("1 5") for mumble and chunked; OLM_COUNTS ("1 5 10") for the
+# per-device Olm fan-out (it takes seconds per message past that); RESULTS
+# (docs/bench-results.jsonl) the JSON-lines file; IDLE_SECONDS (60).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/walkie/target}"
+RESULTS="${RESULTS:-$PWD/docs/bench-results.jsonl}"
+COUNTS="${COUNTS:-1 5 10 20 50}"
+PEER_COUNTS="${PEER_COUNTS:-1 5}"
+OLM_COUNTS="${OLM_COUNTS:-1 5 10}"
+ONLY="${ONLY:-walkie mumble chunked fanout audio idle}"
+[[ ${1:-} == report ]] && ONLY=""
+
+# The report's plot needs matplotlib: a small venv of its own, once.
+BENCH_VENV="$WALKIE_CACHE/bench-venv"
+if ! "$BENCH_VENV/bin/python" -c 'import matplotlib' 2>/dev/null; then
+  say "installing matplotlib into $BENCH_VENV (pip, once)"
+  /usr/bin/python3 -m venv "$BENCH_VENV" || die "python3 -m venv failed"
+  "$BENCH_VENV/bin/pip" install --quiet matplotlib || die "pip install matplotlib failed (above)"
+fi
+
+want() { [[ " $ONLY " == *" $1 "* ]]; }
+# The steps, for the progress display.
+STEPS=()
+want walkie && for n in $COUNTS; do STEPS+=("walkie $n"); done
+want mumble && for m in default lowest; do for n in $PEER_COUNTS; do STEPS+=("mumble-$m $n"); done; done
+want chunked && for n in $PEER_COUNTS; do STEPS+=("chunked $n"); done
+want fanout && STEPS+=("fanout sealed" "fanout olm")
+want audio && STEPS+=("audio" "device")
+want idle && STEPS+=("idle")
+STEP=0
+step() {
+  STEP=$((STEP + 1))
+  printf '\n\033[1;34m==> [bench %d/%d, %s elapsed] %s\033[0m\n' "$STEP" "${#STEPS[@]}" \
+    "$(date -u -d "@$SECONDS" +%H:%M:%S)" "$*" >&2
+}
+# Runs a bench; a failure stops the suite with the part's name.
+run() {
+  local what=$1
+  shift
+  "$@" || die "bench part '$what' failed (its output is above)"
+}
+# Appends the `json ` lines of a command's output to RESULTS (with extra
+# fields), printing everything.
+collect() {
+  local extra=$1
+  shift
+  local out
+  out=$("$@") || { printf '%s\n' "$out"; return 1; }
+  printf '%s\n' "$out"
+  printf '%s\n' "$out" | sed -n 's/^json //p' | EXTRA="$extra" python3 -c '
+import json, os, sys
+extra = json.loads(os.environ["EXTRA"])
+for line in sys.stdin:
+    try:
+        r = json.loads(line)
+    except json.JSONDecodeError as e:
+        print(f"skipped a result line that is not JSON ({e}): {line.strip()}", file=sys.stderr)
+        continue
+    r.update(extra); print(json.dumps(r))' >>"$RESULTS"
+}
+
+if ((${#STEPS[@]})); then
+  mkdir -p "$(dirname "$RESULTS")"
+  touch "$RESULTS"
+  say "building the release CLI"
+  cargo build --release -p walkie-cli --locked
+  export WALKIE="$CARGO_TARGET_DIR/release/walkie"
+  say "${#STEPS[@]} steps; results go to $RESULTS"
+fi
+
+if want walkie; then
+  for n in $COUNTS; do
+    step "Walkie mouth-to-ear, $n listening device(s)"
+    OUT="$RESULTS" LISTENERS=$n run "walkie $n" bash scripts/bench-mouth-to-ear.sh
+  done
+fi
+if want mumble; then
+  for m in default lowest; do
+    for n in $PEER_COUNTS; do
+      step "Mumble ($m settings) mouth-to-ear, $n listening client(s)"
+      OUT="$RESULTS" MODE=$m LISTENERS=$n run "mumble-$m $n" bash scripts/bench-mumble.sh
+    done
+  done
+fi
+if want chunked; then
+  for n in $PEER_COUNTS; do
+    step "chunked voice messages mouth-to-ear, $n listening client(s)"
+    OUT="$RESULTS" LISTENERS=$n run "chunked $n" bash scripts/bench-chunked.sh
+  done
+fi
+if want fanout; then
+  step "fan-out, sealed: $COUNTS listening devices"
+  OUT="$RESULTS" COUNTS="$COUNTS" MODES=sealed run "fanout sealed" bash scripts/bench-fanout.sh
+  step "fan-out, per-device Olm: $OLM_COUNTS listening devices"
+  OUT="$RESULTS" COUNTS="$OLM_COUNTS" MODES=olm run "fanout olm" bash scripts/bench-fanout.sh
+fi
+if want audio; then
+  step "audio: Opus CPU, press -> capture live, output open"
+  run audio collect '{}' bash scripts/bench-audio.sh
+  step "device: output and capture stream latency, ALSA and native PulseAudio"
+  run device collect '{}' bash scripts/pulse-latency.sh
+fi
+if want idle; then
+  step "the desktop app idle for ${IDLE_SECONDS:-60} s (release build)"
+  out=$(RELEASE=1 bash scripts/bench-app-idle.sh "${IDLE_SECONDS:-60}") || { printf '%s\n' "$out"; die "bench part 'idle' failed"; }
+  printf '%s\n' "$out"
+  printf '%s\n' "$out" | grep '^{' | tail -n 1 | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read()); r.update({"kind": "idle", "name": "walkie-app", "build": "release"})
+print(json.dumps(r))' >>"$RESULTS"
+fi
+
+say "writing docs/benchmarks.json and docs/mouth-to-ear.png from $RESULTS"
+"$BENCH_VENV/bin/python" scripts/tools/bench_report.py "$RESULTS" \
+  --json docs/benchmarks.json --plot docs/mouth-to-ear.png
+say "done in $((SECONDS / 60)) min $((SECONDS % 60)) s"
