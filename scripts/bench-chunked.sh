@@ -51,6 +51,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 source scripts/local-homeserver.sh
+source scripts/lib/bench-pulse.sh
 LISTENERS="${LISTENERS:-1}"
 CHUNK_S="${CHUNK_S:-5}"
 BITRATE="${BITRATE:-24}"
@@ -69,7 +70,7 @@ else
   SPACING_MS="${SPACING_MS:-500}"
   CLICKS="${CLICKS:-80}"
 fi
-for tool in pulseaudio pactl parec paplay pacat opusenc opusdec; do
+for tool in pacat opusenc opusdec; do
   command -v "$tool" >/dev/null || die "$tool not found (scripts/setup.sh installs pulseaudio, pulseaudio-utils and opus-tools)"
 done
 
@@ -77,51 +78,17 @@ done
 WORK=$(mktemp -d /tmp/wchunk.XXXXXX)
 WALKIE_DATA="$WORK"
 PIDS=()
-PA_PID=""
 cleanup() {
   local p
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   [[ -n ${HS_STARTED_PID:-} ]] && kill "$HS_STARTED_PID" 2>/dev/null
-  if [[ -n $PA_PID ]]; then kill "$PA_PID" 2>/dev/null; wait "$PA_PID" 2>/dev/null; fi
+  bench_pulse_stop
   if [[ -n ${KEEP:-} ]]; then say "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
-# --- PulseAudio (as in bench-mouth-to-ear.sh) ------------------------------------
-P="$WORK/pulse"
-mkdir -p "$P/home/.config" "$P/runtime" "$P/state"
-cat >"$P/server.pa" <<PA
-load-module module-native-protocol-unix socket=$P/native auth-anonymous=1
-load-module module-null-sink sink_name=both rate=48000 channels=4 channel_map=front-left,front-right,rear-left,rear-right sink_properties='device.description="Bench mouth and ear"'
-load-module module-remap-sink sink_name=micfeed master=both channels=2 channel_map=front-left,front-right master_channel_map=front-left,front-right remix=no sink_properties='device.description="Bench microphone feed"'
-load-module module-remap-sink sink_name=speaker master=both channels=2 channel_map=front-left,front-right master_channel_map=rear-left,rear-right remix=no sink_properties='device.description="Bench speaker"'
-load-module module-remap-source source_name=mic master=both.monitor channels=2 channel_map=front-left,front-right master_channel_map=front-left,front-right remix=no source_properties='device.description="Bench microphone"'
-set-default-sink speaker
-set-default-source mic
-PA
-printf 'autospawn = no\nenable-shm = no\n' >"$P/client.conf"
-say "starting a private PulseAudio server ($P/native)"
-env -i PATH="$PATH" HOME="$P/home" XDG_CONFIG_HOME="$P/home/.config" XDG_RUNTIME_DIR="$P/runtime" \
-  PULSE_RUNTIME_PATH="$P/runtime" PULSE_STATE_PATH="$P/state" PULSE_CLIENTCONFIG="$P/client.conf" \
-  pulseaudio -n -F "$P/server.pa" --daemonize=no --use-pid-file=no --system=no --exit-idle-time=-1 \
-  --realtime=no --high-priority=no --disable-shm=yes --log-target=stderr --log-level=info >"$P/pulse.log" 2>&1 &
-PA_PID=$!
-export PULSE_SERVER="unix:$P/native" PULSE_COOKIE="$P/cookie" PULSE_CLIENTCONFIG="$P/client.conf"
-unset PULSE_SINK PULSE_SOURCE
-pa_ready=""
-for _ in $(seq 100); do
-  kill -0 "$PA_PID" 2>/dev/null || { tail -n 30 "$P/pulse.log" >&2; die "PulseAudio exited during start-up (log above)"; }
-  if info=$(pactl info 2>/dev/null) && grep -q 'Default Sink: speaker' <<<"$info" && grep -q 'Default Source: mic' <<<"$info"; then
-    pa_ready=1; break
-  fi
-  sleep 0.1
-done
-[[ -n $pa_ready ]] || { tail -n 30 "$P/pulse.log" >&2; die "PulseAudio did not answer with speaker/mic as defaults within 10 s (log above)"; }
-if grep -q '^E: ' "$P/pulse.log"; then
-  grep '^E: ' "$P/pulse.log" >&2
-  die "PulseAudio logged errors during start-up (above)"
-fi
-say "PulseAudio $(pulseaudio --version | awk '{print $2}') ready: micfeed/mic and speaker on one 4-channel sink"
+# --- PulseAudio (scripts/lib/bench-pulse.sh, as for every peer) ----------------------
+bench_pulse_start "$WORK/pulse"
 
 # --- Synapse, users, room ------------------------------------------------------------
 WALKIE_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -135,31 +102,10 @@ say "creating users alice and bob; an unencrypted room; signing in alice and $LI
   || die "chunked_peer.py setup failed (above)"
 
 # --- Recording and calibration (as in bench-mouth-to-ear.sh) ------------------------
-"$PY" "$TOOL" clicks "$WORK/clicks.wav" --clicks "$CLICKS" --spacing-ms "$SPACING_MS" --lead-ms "$LEAD_MS"
-"$PY" "$TOOL" clicks "$WORK/cal.wav" --clicks 1 --lead-ms 200
-say "recording both.monitor (4 channels: mouth = 0/1, ear = 2/3)"
-parec --device=both.monitor --rate=48000 --channels=4 --channel-map=front-left,front-right,rear-left,rear-right \
-  --format=s16le --latency-msec=1 --client-name=mouth-to-ear-recorder >"$WORK/rec.raw" 2>"$WORK/parec.log" &
-REC_PID=$!
-PIDS+=("$REC_PID")
-for _ in $(seq 100); do
-  pactl list short source-outputs 2>/dev/null | grep -q . && break
-  sleep 0.05
-done
-kill -0 "$REC_PID" 2>/dev/null || { cat "$WORK/parec.log" >&2; die "parec did not start (above)"; }
-# A null sink renders in 2 s blocks until a stream asks for less, and a new
-# request takes effect at the next block: let the 1 ms request settle.
-pactl suspend-sink both 1 && pactl suspend-sink both 0
-sleep 2.5
-say "calibration: the same burst into micfeed and speaker at once, 3 times"
-for _ in 1 2 3; do
-  paplay --device=micfeed "$WORK/cal.wav" & c1=$!
-  paplay --device=speaker "$WORK/cal.wav" & c2=$!
-  wait "$c1" "$c2"
-  sleep 0.3
-done
-sleep 0.5
-BOUNDARY=$(($(stat -c %s "$WORK/rec.raw") / 8))
+bench_pulse_clicks "$WORK" "$CLICKS" "$SPACING_MS" "$LEAD_MS"
+bench_pulse_record "$WORK/rec.raw"
+bench_pulse_calibrate "$WORK"
+BOUNDARY=$BENCH_BOUNDARY
 
 # --- The talk ------------------------------------------------------------------------
 TALK_S=$("$PY" -c "print(($LEAD_MS + $CLICKS * $SPACING_MS) / 1000 + 2)")
@@ -204,8 +150,7 @@ for i in $(seq 1 "$LISTENERS"); do
   wait "${LPIDS[$((i - 1))]}" || { tail -n 5 "$WORK/listen$i.err" >&2; say "listener $i exited with an error (above)"; }
 done
 sleep 0.5
-kill -INT "$REC_PID" 2>/dev/null || true
-wait "$REC_PID" 2>/dev/null || true
+bench_pulse_record_stop
 grep -q '"playback_drained"' "$WORK/listen1.jsonl" || say "warning: bob1's playback did not drain"
 
 # --- Analysis --------------------------------------------------------------------------

@@ -25,7 +25,9 @@
 # Knobs: COUNTS ("1 5 10 20 50") listening devices for walkie and fanout;
 # PEER_COUNTS ("1 5") for mumble and chunked; OLM_COUNTS ("1 5 10") for the
 # per-device Olm fan-out (it takes seconds per message past that); RESULTS
-# (docs/bench-results.jsonl) the JSON-lines file; IDLE_SECONDS (60).
+# (docs/bench-results.jsonl) the JSON-lines file; IDLE_SECONDS (60);
+# IDLE_RELEASE (1; 0 measures the debug app the tests build, no release
+# build of the app needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -128,16 +130,18 @@ if want audio; then
   run device collect '{}' bash scripts/pulse-latency.sh
 fi
 if want idle; then
-  step "the desktop app idle for ${IDLE_SECONDS:-60} s (release build)"
-  out=$(RELEASE=1 bash scripts/bench-app-idle.sh "${IDLE_SECONDS:-60}") || { printf '%s\n' "$out"; die "bench part 'idle' failed"; }
+  build=release
+  [[ ${IDLE_RELEASE:-1} == 1 ]] || build=debug
+  step "the desktop app idle for ${IDLE_SECONDS:-60} s ($build build)"
+  out=$(RELEASE=${IDLE_RELEASE:-1} bash scripts/bench-app-idle.sh "${IDLE_SECONDS:-60}") || { printf '%s\n' "$out"; die "bench part 'idle' failed"; }
   printf '%s\n' "$out"
-  printf '%s\n' "$out" | grep '^{' | tail -n 1 | python3 -c '
-import json, sys
-r = json.loads(sys.stdin.read()); r.update({"kind": "idle", "name": "walkie-app", "build": "release"})
+  LINE=$(printf '%s\n' "$out" | grep '^{' | tail -n 1) BUILD=$build python3 -c '
+import json, os
+r = json.loads(os.environ["LINE"]); r.update({"kind": "idle", "name": "walkie-app", "build": os.environ["BUILD"]})
 print(json.dumps(r))' >>"$RESULTS"
 fi
 
 say "writing docs/benchmarks.json and docs/mouth-to-ear.png from $RESULTS"
 "$BENCH_VENV/bin/python" scripts/tools/bench_report.py "$RESULTS" \
-  --json docs/benchmarks.json --plot docs/mouth-to-ear.png
+  --json docs/benchmarks.json --plot docs/mouth-to-ear.png --markdown docs/benchmarks.md
 say "done in $((SECONDS / 60)) min $((SECONDS % 60)) s"
