@@ -52,6 +52,7 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 source scripts/local-homeserver.sh
 source scripts/lib/bench-pulse.sh
+source scripts/lib/bench-common.sh
 LISTENERS="${LISTENERS:-1}"
 CHUNK_S="${CHUNK_S:-5}"
 BITRATE="${BITRATE:-24}"
@@ -74,29 +75,14 @@ for tool in pacat opusenc opusdec; do
   command -v "$tool" >/dev/null || die "$tool not found (scripts/setup.sh installs pulseaudio, pulseaudio-utils and opus-tools)"
 done
 
-# A short path: the PulseAudio socket path must stay under 108 bytes.
-WORK=$(mktemp -d /tmp/wchunk.XXXXXX)
-WALKIE_DATA="$WORK"
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  [[ -n ${HS_STARTED_PID:-} ]] && kill "$HS_STARTED_PID" 2>/dev/null
-  bench_pulse_stop
-  if [[ -n ${KEEP:-} ]]; then say "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
+bench_workdir wchunk
 
 # --- PulseAudio (scripts/lib/bench-pulse.sh, as for every peer) ----------------------
 bench_pulse_start "$WORK/pulse"
 
 # --- Synapse, users, room ------------------------------------------------------------
-WALKIE_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-start_local_homeserver
 say "creating users alice and bob; an unencrypted room; signing in alice and $LISTENERS device(s) of bob"
-"$PY" scripts/demo_setup.py --homeserver "$HOMESERVER_URL" \
-  --shared-secret "$HS_SHARED_SECRET" --state "$WORK/homeserver/demo-users.json" 2>/dev/null \
-  || die "demo_setup.py could not create the users (Synapse log: $WORK/homeserver/homeserver.log)"
+bench_homeserver
 "$PY" "$PEER" setup --homeserver "$HOMESERVER_URL" --users "$WORK/homeserver/demo-users.json" \
   --listeners "$LISTENERS" --out "$WORK/state.json" >"$WORK/setup.jsonl" \
   || die "chunked_peer.py setup failed (above)"

@@ -21,6 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 source scripts/local-homeserver.sh
+source scripts/lib/bench-common.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/walkie/target}"
 COUNTS=(${COUNTS:-1 5 10 20 50})
 MODES=(${MODES:-sealed})
@@ -31,44 +32,15 @@ MAX=0
 for n in "${COUNTS[@]}"; do ((n > MAX)) && MAX=$n; done
 ((MAX >= 1)) || die "COUNTS must hold positive numbers"
 
-if [[ -n ${WALKIE:-} ]]; then
-  [[ -x $WALKIE ]] || die "WALKIE=$WALKIE is not an executable"
-else
-  say "building the CLI (release)"
-  cargo build --release -p walkie-cli --locked
-  WALKIE="$CARGO_TARGET_DIR/release/walkie"
-fi
-
-WORK=$(mktemp -d /tmp/wfan.XXXXXX)
-WALKIE_DATA="$WORK"
+bench_walkie_cli
+bench_workdir wfan
 LPIDS=()
-cleanup() {
+bench_cleanup_extra() {
   local p
   for p in "${LPIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  [[ -n ${HS_STARTED_PID:-} ]] && kill "$HS_STARTED_PID" 2>/dev/null
-  if [[ -n ${KEEP:-} ]]; then say "kept $WORK"; else rm -rf "$WORK"; fi
 }
-trap cleanup EXIT
-WALKIE_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-start_local_homeserver
-"$PY" scripts/demo_setup.py --homeserver "$HOMESERVER_URL" \
-  --shared-secret "$HS_SHARED_SECRET" --state "$WORK/homeserver/demo-users.json" 2>/dev/null
-q() { "$@" 2>>"$WORK/setup.err" || { tail -n 20 "$WORK/setup.err" >&2; die "failed: $(basename "$1") ${*:2}"; }; }
-pw() { "$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$WORK/homeserver/demo-users.json" "$1"; }
-A=(--data-dir "$WORK/alice")
-WALKIE_PASSWORD="$(pw alice)" q "$WALKIE" "${A[@]}" login --homeserver "$HOMESERVER_URL" --user @alice:localhost >/dev/null
-ROOM=$(q "$WALKIE" "${A[@]}" create "fan-out bench" --invite @bob:localhost | sed 's/.*"room_id":"\([^"]*\)".*/\1/')
-q "$WALKIE" "${A[@]}" consent "$ROOM" --for 8h >/dev/null
-for i in $(seq 1 "$MAX"); do
-  printf '\r[setup] signing in bob device %d of %d' "$i" "$MAX" >&2
-  login=$(WALKIE_PASSWORD="$(pw bob)" q "$WALKIE" --data-dir "$WORK/bob$i" login --homeserver "$HOMESERVER_URL" --user @bob:localhost)
-  key=$(printf '%s' "$login" | "$PY" -c 'import json,sys; print(json.load(sys.stdin).get("recovery_key") or "")')
-  [[ -z $key ]] || BOB_RECOVERY_KEY=$key
-  ((i == 1)) || WALKIE_RECOVERY_KEY="$BOB_RECOVERY_KEY" q "$WALKIE" --data-dir "$WORK/bob$i" verify recovery-key >/dev/null
-  ((i > 1)) || q "$WALKIE" --data-dir "$WORK/bob$i" join "$ROOM" >/dev/null
-  q "$WALKIE" --data-dir "$WORK/bob$i" consent "$ROOM" --for 8h >/dev/null
-done
-printf '\n' >&2
+bench_homeserver
+bench_walkie_group "fan-out bench" "$MAX"
 
 espeak-ng -s 150 -w "$WORK/raw.wav" "This is walkie talkie, testing one two three. The quick brown fox jumps over the lazy dog, and the eagle lands at noon."
 sox "$WORK/raw.wav" -r 48000 -c 1 -b 16 "$WORK/one.wav"

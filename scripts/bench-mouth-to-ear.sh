@@ -25,6 +25,7 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 source scripts/local-homeserver.sh
 source scripts/lib/bench-pulse.sh
+source scripts/lib/bench-common.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/walkie/target}"
 LISTENERS="${LISTENERS:-1}"
 CLICKS="${CLICKS:-40}"
@@ -34,54 +35,15 @@ LEAD_MS=1000
 PY="$WALKIE_SYNAPSE_PYTHON"
 ((LISTENERS >= 1)) || die "LISTENERS must be at least 1"
 
-if [[ -n ${WALKIE:-} ]]; then
-  [[ -x $WALKIE ]] || die "WALKIE=$WALKIE is not an executable"
-  say "using $WALKIE (not rebuilt)"
-else
-  say "building the CLI (release)"
-  cargo build --release -p walkie-cli --locked
-  WALKIE="$CARGO_TARGET_DIR/release/walkie"
-fi
-# A short path: the PulseAudio socket path must stay under 108 bytes.
-WORK=$(mktemp -d /tmp/wm2e.XXXXXX)
-WALKIE_DATA="$WORK"
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  [[ -n ${HS_STARTED_PID:-} ]] && kill "$HS_STARTED_PID" 2>/dev/null
-  bench_pulse_stop
-  if [[ -n ${KEEP:-} ]]; then say "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
+bench_walkie_cli
+bench_workdir wm2e
 
 # --- PulseAudio ---------------------------------------------------------------
 bench_pulse_start "$WORK/pulse"
 
 # --- Synapse, users, group -------------------------------------------------------
-WALKIE_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-start_local_homeserver
-say "creating users alice and bob; signing in alice and $LISTENERS device(s) of bob"
-"$PY" scripts/demo_setup.py --homeserver "$HOMESERVER_URL" \
-  --shared-secret "$HS_SHARED_SECRET" --state "$WORK/homeserver/demo-users.json" 2>/dev/null
-# Quiet set-up steps: their stderr (the SDK's expected 404s) goes to a log,
-# shown if the step fails.
-q() { "$@" 2>>"$WORK/setup.err" || { tail -n 20 "$WORK/setup.err" >&2; die "failed: $(basename "$1") ${*:2}"; }; }
-pw() { "$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$WORK/homeserver/demo-users.json" "$1"; }
-A=(--data-dir "$WORK/alice")
-WALKIE_PASSWORD="$(pw alice)" q "$WALKIE" "${A[@]}" login --homeserver "$HOMESERVER_URL" --user @alice:localhost >/dev/null
-ROOM=$(q "$WALKIE" "${A[@]}" create "mouth-to-ear bench" --invite @bob:localhost | sed 's/.*"room_id":"\([^"]*\)".*/\1/')
-q "$WALKIE" "${A[@]}" consent "$ROOM" --for 1h >/dev/null
-for i in $(seq 1 "$LISTENERS"); do
-  login=$(WALKIE_PASSWORD="$(pw bob)" q "$WALKIE" --data-dir "$WORK/bob$i" login --homeserver "$HOMESERVER_URL" --user @bob:localhost)
-  # bob's first device created his identity; the others are verified with
-  # its recovery key (only devices their owner signed hear a talk).
-  key=$(printf '%s' "$login" | "$PY" -c 'import json,sys; print(json.load(sys.stdin).get("recovery_key") or "")')
-  [[ -z $key ]] || BOB_RECOVERY_KEY=$key
-  ((i == 1)) || WALKIE_RECOVERY_KEY="$BOB_RECOVERY_KEY" q "$WALKIE" --data-dir "$WORK/bob$i" verify recovery-key >/dev/null
-  ((i > 1)) || q "$WALKIE" --data-dir "$WORK/bob$i" join "$ROOM" >/dev/null
-  q "$WALKIE" --data-dir "$WORK/bob$i" consent "$ROOM" --for 1h >/dev/null
-done
+bench_homeserver
+bench_walkie_group "mouth-to-ear bench" "$LISTENERS"
 
 # --- Recording and calibration ---------------------------------------------------
 bench_pulse_clicks "$WORK" "$CLICKS" "$SPACING_MS" "$LEAD_MS"

@@ -62,6 +62,7 @@
 # by whole frames when its client is starved) show as lost + stray clicks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/setup.sh
 
 say() { printf '\033[1m[bench-mumble]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[bench-mumble] error:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -78,24 +79,8 @@ case $MODE in default | lowest) MODES=("$MODE") ;; both) MODES=(default lowest) 
 case $TRANSMIT in continuous | vad) ;; *) die "TRANSMIT must be continuous or vad (got $TRANSMIT)" ;; esac
 [[ $LISTENERS =~ ^[0-9]+$ ]] && ((LISTENERS >= 1)) || die "LISTENERS must be at least 1"
 
-# --- Debian packages (idempotent, like scripts/setup.sh) -------------------------
-APT_PACKAGES=(mumble mumble-server xvfb dbus openssl pulseaudio pulseaudio-utils)
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  say "installing missing Debian packages: ${missing[*]}"
-  SUDO=""
-  [[ $(id -u) -eq 0 ]] || SUDO="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  if ! $SUDO apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
-    say "apt-get install failed; refreshing the package lists (apt-get update) and trying again"
-    $SUDO apt-get update >/dev/null 2>&1 || true
-    $SUDO apt-get install -y --no-install-recommends "${missing[@]}" \
-      || die "could not install Debian package(s): ${missing[*]}. Install them by hand and run again."
-  fi
-fi
+# --- Debian packages (idempotent: scripts/setup.sh's apt_ensure) ----------------
+apt_ensure mumble mumble-server xvfb dbus openssl pulseaudio pulseaudio-utils
 for tool in murmurd mumble Xvfb dbus-daemon openssl "$PY"; do
   command -v "$tool" >/dev/null || die "$tool not found"
 done

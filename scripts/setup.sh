@@ -28,29 +28,32 @@ APT_PACKAGES=(
   fonts-noto-color-emoji
 )
 
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
+# Installs the Debian packages given that are missing (apt-get, with one
+# `apt-get update` retry); quick when all are there. Benches call it too.
+apt_ensure() {
+  local p missing=() still=() SUDO=""
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if ((${#missing[@]} == 0)); then
+    say "Debian packages: all $# present"
+    return 0
+  fi
   say "installing missing Debian packages: ${missing[*]}"
-  SUDO=""
   [[ $(id -u) -eq 0 ]] || SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
   if ! $SUDO apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
     say "apt-get install failed; refreshing the package lists (apt-get update) and trying again"
     $SUDO apt-get update >/dev/null 2>&1 || true
     if ! $SUDO apt-get install -y --no-install-recommends "${missing[@]}"; then
-      still=()
       for p in "${missing[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || still+=("$p")
       done
       die "could not install Debian package(s): ${still[*]} (tried: ${SUDO:+sudo }apt-get install -y ${still[*]}). Install them by hand and run again."
     fi
   fi
-else
-  say "Debian packages: all ${#APT_PACKAGES[@]} present"
-fi
+}
+apt_ensure "${APT_PACKAGES[@]}"
 
 command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (rustup, Rust 1.95) and run again"
 
