@@ -14,9 +14,9 @@
 # Knobs: COUNTS ("1 5 10 20 50"), MODES ("sealed"), BATCH (1) frames per
 # message, SECONDS_OF_TALK (10), OUT (a JSON-lines file for the results;
 # default: only printed), WALKIE (a walkie binary instead of building it).
-# Listener devices are made once (the most of COUNTS) and reused; bob's
-# first device creates his identity and verifies the others with its
-# recovery key (only signed devices hear).
+# Each run has its own homeserver and exactly N devices of bob (the first
+# creates his identity and verifies the others with its recovery key: only
+# signed devices hear), all consenting and all listening.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -39,22 +39,31 @@ bench_cleanup_extra() {
   local p
   for p in "${LPIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 }
-bench_homeserver
-bench_walkie_group "fan-out bench" "$MAX"
 
+ROOT="$WORK"
 espeak-ng -s 150 -w "$WORK/raw.wav" "This is walkie talkie, testing one two three. The quick brown fox jumps over the lazy dog, and the eagle lands at noon."
 sox "$WORK/raw.wav" -r 48000 -c 1 -b 16 "$WORK/one.wav"
 sox "$WORK/one.wav" "$WORK/talk.wav" repeat 10 trim 0 "$SECONDS_OF_TALK"
+TALK_WAV="$ROOT/talk.wav"
 
 # CPU ticks (user + system) of a process and its threads.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 for mode in "${MODES[@]}"; do
   for n in "${COUNTS[@]}"; do
+    # A fresh homeserver and exactly N consenting devices for each run: no
+    # device idle in the group (it would still be sent every message) and
+    # no backlog of an earlier run's messages queued for a listener.
+    [[ -n ${HS_STARTED_PID:-} ]] && { kill "$HS_STARTED_PID" 2>/dev/null; wait "$HS_STARTED_PID" 2>/dev/null || true; }
+    WORK="$ROOT/$mode-$n"
+    WALKIE_DATA="$WORK"
+    mkdir -p "$WORK"
+    bench_homeserver
+    bench_walkie_group "fan-out bench" "$n"
     say "fan-out $mode, $n listening device(s), batch $BATCH: starting listeners"
     LPIDS=()
-    rm -f "$WORK"/listen*.jsonl
     for i in $(seq 1 "$n"); do
-      "$WALKIE" --data-dir "$WORK/bob$i" listen "$ROOM" --out "$WORK/out$i" --talks 1 \
+      # --talks 2: alive after the talk, so their CPU can be read.
+      "$WALKIE" --data-dir "$WORK/bob$i" listen "$ROOM" --out "$WORK/out$i" --talks 2 \
         --timeout $((SECONDS_OF_TALK + 120)) >"$WORK/listen$i.jsonl" 2>"$WORK/listen$i.err" &
       LPIDS+=("$!")
     done
@@ -73,14 +82,20 @@ for mode in "${MODES[@]}"; do
     say "alice talks $SECONDS_OF_TALK s"
     t0=$(date +%s%N)
     WALKIE_FANOUT=$mode /usr/bin/time -f '%U %S' -o "$WORK/talk.time" \
-      "$WALKIE" "${A[@]}" talk "$ROOM" --wav "$WORK/talk.wav" --batch "$BATCH" >"$WORK/talk.jsonl" 2>"$WORK/talk.err" \
+      "$WALKIE" "${A[@]}" talk "$ROOM" --wav "$TALK_WAV" --batch "$BATCH" >"$WORK/talk.jsonl" 2>"$WORK/talk.err" \
       || { tail -n 20 "$WORK/talk.err" >&2; die "talk failed"; }
     t1=$(date +%s%N)
     hs1=$(ticks "$HS_STARTED_PID")
     l1=0
     for p in "${LPIDS[@]}"; do l1=$((l1 + $(ticks "$p"))); done
-    # The listeners end by themselves once the talk ended (--talks 1).
-    for p in "${LPIDS[@]}"; do wait "$p" || true; done
+    # Every listener has its talk (its "saved" line) before they are stopped.
+    for i in $(seq 1 "$n"); do
+      for _ in $(seq 600); do
+        grep -q '"saved"' "$WORK/listen$i.jsonl" 2>/dev/null && break
+        sleep 0.05
+      done
+    done
+    for p in "${LPIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
     LPIDS=()
     after=$(grep -c 'PUT /_matrix/client/v3/sendToDevice/' "$WORK/homeserver/homeserver.log" || true)
     "$PY" - "$mode" "$n" "$BATCH" "$((after - before))" "$(((t1 - t0) / 1000000))" "$((hs1 - hs0))" "$((l1 - l0))" \

@@ -96,8 +96,10 @@ say "analysing $(($(stat -c %s "$WORK/rec.raw") / 8 / 48)) ms of recording (talk
 echo "binary: $WALKIE"
 sed 's/\x1b\[[0-9;]*m//g' "$WORK/talk.err" "$WORK/listen1.err" | grep -ho 'capture opened.*\|output opened.*' | sed 's/^/devices: /' || true
 sed 's/\x1b\[[0-9;]*m//g' "$WORK/listen1.err" | grep -ho 'live talk played.*' | sed 's/^/bob1 player: /' || true
-analysis=$(bench_pulse_analyse "$WORK/rec.raw" "$CLICKS" "$SPACING_MS" "$LISTENERS" "${THRESHOLD:-0.4}") \
-  || { printf '%s\n' "$analysis"; die "no click reached bob's speaker"; }
+# No click at the speaker is a result too (a collapsed fan-out): it is
+# recorded with every click lost, and the script then fails.
+heard=1
+analysis=$(bench_pulse_analyse "$WORK/rec.raw" "$CLICKS" "$SPACING_MS" "$LISTENERS" "${THRESHOLD:-0.4}") || heard=""
 printf '%s\n' "$analysis"
 if [[ -n ${OUT:-} ]]; then
   # One JSON line for scripts/bench.sh: the analysis, plus what the talker
@@ -124,3 +126,4 @@ with open(out, "a") as f:
 print(f"appended to {out}")
 PYEOF
 fi
+[[ -n $heard ]] || die "no click reached bob's speaker"

@@ -8,7 +8,8 @@
 #       socket path must stay under 108 bytes), WALKIE_DATA, PIDS, and an EXIT
 #       trap that kills PIDS, the homeserver and the private PulseAudio (when
 #       scripts/lib/bench-pulse.sh started one), then removes WORK unless KEEP
-#       is set. A script may define bench_cleanup_extra for its own processes.
+#       is set (ROOT instead, when a script moves WORK into subdirectories
+#       of it). A script may define bench_cleanup_extra for its own processes.
 #   bench_homeserver          a Synapse on a free port with users alice and bob
 #       (scripts/demo_setup.py); defines q (a quiet step: its stderr, the
 #       SDK's expected 404s, goes to a log shown on failure) and pw USER (a
@@ -36,7 +37,8 @@ bench_cleanup() {
   if declare -F bench_cleanup_extra >/dev/null; then bench_cleanup_extra; fi
   [[ -n ${HS_STARTED_PID:-} ]] && kill "$HS_STARTED_PID" 2>/dev/null
   if declare -F bench_pulse_stop >/dev/null; then bench_pulse_stop; fi
-  if [[ -n ${KEEP:-} ]]; then say "kept $WORK"; else rm -rf "$WORK"; fi
+  local root=${ROOT:-$WORK}
+  if [[ -n ${KEEP:-} ]]; then say "kept $root"; else rm -rf "$root"; fi
 }
 
 bench_workdir() {
