@@ -103,10 +103,12 @@ def plot(rows, out):
         ax.plot(xs, [p[1] for p in pts], marker=".", linestyle=":", alpha=0.6, label=f"{peer} p50")
     ax.axhline(GOALS["mouth_to_ear_p95_ms"], color="grey", linestyle="--", linewidth=1, label="goal: p95 100 ms")
     ax.set_xscale("log")
+    # Chunked voice messages take seconds, live audio tens of milliseconds.
+    ax.set_yscale("log")
     ax.set_xticks([1, 5, 10, 20, 50])
     ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("listening devices")
-    ax.set_ylabel("mouth-to-ear at the devices (ms)")
+    ax.set_ylabel("mouth-to-ear at the devices (ms, log)")
     ax.set_title("Mouth-to-ear latency, loopback, virtual PulseAudio devices")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
