@@ -108,14 +108,7 @@ for i in $(seq 1 "$LISTENERS"); do
   LPIDS+=("$!")
   PIDS+=("$!")
 done
-for i in $(seq 1 "$LISTENERS"); do
-  for _ in $(seq 600); do
-    grep -q '"listening"' "$WORK/listen$i.jsonl" 2>/dev/null && break
-    kill -0 "${LPIDS[$((i - 1))]}" 2>/dev/null || { tail -n 20 "$WORK/listen$i.err" >&2; die "listener $i exited before listening (above)"; }
-    sleep 0.05
-  done
-  grep -q '"listening"' "$WORK/listen$i.jsonl" || die "listener $i not listening after 30 s"
-done
+bench_wait_listening "$LISTENERS" 30
 grep -q '"output_opened"' "$WORK/listen1.jsonl" || die "listener 1 listens but has no player (pacat)"
 say "$LISTENERS listener(s) on /sync (bob1 plays to speaker); alice talks from mic for $TALK_S s in ${CHUNK_S} s chunks"
 "$PY" "$PEER" talk --state "$WORK/state.json" --seconds "$TALK_S" --chunk-s "$CHUNK_S" --bitrate "$BITRATE" \

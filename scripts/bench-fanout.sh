@@ -67,14 +67,7 @@ for mode in "${MODES[@]}"; do
         --timeout $((SECONDS_OF_TALK + 120)) >"$WORK/listen$i.jsonl" 2>"$WORK/listen$i.err" &
       LPIDS+=("$!")
     done
-    for i in $(seq 1 "$n"); do
-      for _ in $(seq 1200); do
-        grep -q '"listening"' "$WORK/listen$i.jsonl" 2>/dev/null && break
-        kill -0 "${LPIDS[$((i - 1))]}" 2>/dev/null || { tail -n 20 "$WORK/listen$i.err" >&2; die "listener $i exited before listening"; }
-        sleep 0.05
-      done
-      grep -q '"listening"' "$WORK/listen$i.jsonl" || die "listener $i not listening after 60 s"
-    done
+    bench_wait_listening "$n" 60
     hs0=$(ticks "$HS_STARTED_PID")
     l0=0
     for p in "${LPIDS[@]}"; do l0=$((l0 + $(ticks "$p"))); done

@@ -61,14 +61,7 @@ for i in $(seq 1 "$LISTENERS"); do
   LPIDS+=("$!")
   PIDS+=("$!")
 done
-for i in $(seq 1 "$LISTENERS"); do
-  for _ in $(seq 600); do
-    grep -q '"listening"' "$WORK/listen$i.jsonl" 2>/dev/null && break
-    kill -0 "${LPIDS[$((i - 1))]}" 2>/dev/null || { tail -n 20 "$WORK/listen$i.err" >&2; die "listener $i exited before listening (above)"; }
-    sleep 0.05
-  done
-  grep -q '"listening"' "$WORK/listen$i.jsonl" || die "listener $i not listening after 30 s"
-done
+bench_wait_listening "$LISTENERS" 30
 say "$LISTENERS listener(s) ready (bob1 plays to speaker); alice talks from mic for $TALK_S s"
 RUST_LOG=info "$WALKIE" "${A[@]}" talk "$ROOM" --mic --no-cues --batch "$BATCH" --seconds "$TALK_S" >"$WORK/talk.jsonl" 2>"$WORK/talk.err" &
 TALK_PID=$!

@@ -19,6 +19,10 @@
 #       the others are verified with its recovery key: only devices their
 #       owner signed hear a talk), all consenting; sets A (alice's data-dir
 #       arguments) and ROOM. Devices are WORK/bob1..N.
+#   bench_wait_listening N SECONDS  waits until each of the N listeners
+#       (pids in LPIDS, output in WORK/listen1..N.jsonl, errors in .err)
+#       printed its "listening" line; dies naming one that exited or did
+#       not within SECONDS.
 
 bench_walkie_cli() {
   if [[ -n ${WALKIE:-} ]]; then
@@ -76,4 +80,16 @@ bench_walkie_group() {
     q "$WALKIE" --data-dir "$WORK/bob$i" consent "$ROOM" --for 8h >/dev/null
   done
   printf '\n' >&2
+}
+
+bench_wait_listening() {
+  local n=$1 secs=$2 i _
+  for i in $(seq 1 "$n"); do
+    for _ in $(seq $((secs * 20))); do
+      grep -q '"listening"' "$WORK/listen$i.jsonl" 2>/dev/null && break
+      kill -0 "${LPIDS[$((i - 1))]}" 2>/dev/null || { tail -n 20 "$WORK/listen$i.err" >&2; die "listener $i exited before listening (above)"; }
+      sleep 0.05
+    done
+    grep -q '"listening"' "$WORK/listen$i.jsonl" || die "listener $i not listening after $secs s"
+  done
 }
