@@ -232,6 +232,9 @@ pub struct JitterBuffer {
     target_ms: u64,
     /// Floor on the target until the window is full (previous talk's target).
     hint_ms: u64,
+    /// Largest span of one message seen ((frames - 1) x 20 ms), added to
+    /// the hint until the window is full.
+    batch_span_ms: u64,
     /// Passed positions, oldest first: true = received (played or shrunk).
     history: VecDeque<bool>,
     pops: u64,
@@ -271,6 +274,7 @@ impl JitterBuffer {
             min_transit: 0,
             target_ms: MIN_TARGET_MS.max(hint_ms),
             hint_ms,
+            batch_span_ms: 0,
             history: VecDeque::with_capacity(HISTORY_FRAMES),
             pops: 0,
             last_shrink_pop: 0,
@@ -349,6 +353,22 @@ impl JitterBuffer {
             },
         );
         Ok(PushOutcome::Buffered)
+    }
+
+    /// A message of `frames` frames arrived (call before pushing them): its
+    /// first frame waited for its last, so until the window is full the
+    /// target is at least the hint plus that span. The first-talk hint is
+    /// sized for the talker's one-frame messages; a talker that fell behind
+    /// sends more per message.
+    pub fn note_message_frames(&mut self, frames: u64) {
+        let span = frames.saturating_sub(1).saturating_mul(FRAME_MS);
+        if span > self.batch_span_ms {
+            self.batch_span_ms = span;
+            if self.transits.len() < JITTER_WINDOW_FRAMES {
+                let floor = self.hint_ms.saturating_add(span).min(MAX_TARGET_MS);
+                self.target_ms = self.target_ms.max(floor);
+            }
+        }
     }
 
     /// Mark the talk finished: no more frames are expected.
@@ -470,7 +490,8 @@ impl JitterBuffer {
             .saturating_add(FRAME_MS)
             .clamp(MIN_TARGET_MS, MAX_TARGET_MS);
         if self.transits.len() < JITTER_WINDOW_FRAMES {
-            target = target.max(self.hint_ms);
+            let floor = self.hint_ms.saturating_add(self.batch_span_ms);
+            target = target.max(floor.min(MAX_TARGET_MS));
         }
         self.target_ms = target;
     }
@@ -554,7 +575,7 @@ mod tests {
         let mut rng = Rng::new(seed);
         let (arrivals, lost) = simulate_network(net, &mut rng);
         let phase = rng.up_to(FRAME_MS - 1);
-        run_arrivals(&arrivals, &lost, net.hint_ms, phase)
+        run_arrivals(&arrivals, &lost, net.hint_ms, 1, phase)
     }
 
     /// Runs one loopback talk (see [`Loopback`]) as the player runs a
@@ -564,7 +585,13 @@ mod tests {
         let arrivals = simulate_loopback(link, &mut rng);
         let phase = rng.up_to(FRAME_MS - 1);
         let hint = crate::mixing_queue::FIRST_TALK_TARGET_MS;
-        run_arrivals(&arrivals, &BTreeSet::new(), hint, phase)
+        run_arrivals(
+            &arrivals,
+            &BTreeSet::new(),
+            hint,
+            link.frames_per_message,
+            phase,
+        )
     }
 
     /// Plays `arrivals` (sorted by time) through a buffer popped every 20 ms
@@ -573,6 +600,7 @@ mod tests {
         arrivals: &[Arrival],
         lost: &BTreeSet<u64>,
         hint_ms: u64,
+        frames_per_message: u64,
         phase: u64,
     ) -> RunResult {
         let end_at = arrivals.iter().map(|a| a.at).max().unwrap_or(0);
@@ -594,6 +622,7 @@ mod tests {
         loop {
             while next_arrival < arrivals.len() && arrivals[next_arrival].at <= now {
                 let a = &arrivals[next_arrival];
+                jb.note_message_frames(frames_per_message);
                 let outcome = jb
                     .push(
                         a.seq,
@@ -1042,8 +1071,8 @@ mod tests {
     #[test]
     fn clean_loopback_settles_then_holds_its_delay() {
         for (name, link, bound) in [
-            ("12 s", Loopback::clean(12), 80),
-            ("60 s", Loopback::clean(60), 80),
+            ("12 s", Loopback::clean(12), 90),
+            ("60 s", Loopback::clean(60), 90),
             (
                 "12 s, 1-frame",
                 Loopback::clean(12).frames_per_message(1),
@@ -1080,7 +1109,10 @@ mod tests {
                 );
                 // Two-frame messages: the first frame of a message waits for
                 // the second (one frame), plus 8 ms jitter and a message late
-                // by up to 25 ms: at least 53 ms, quantised by the 20 ms pops.
+                // by up to 25 ms: at least 53 ms; the first talk starts at the
+                // hint plus the batch span (50 ms) plus the start margin,
+                // quantised by the 20 ms pops, and the window's late message
+                // may add a stretch's frame before 0.5 s.
                 // One-frame messages: 33 ms plus a frame (the target's
                 // slack), quantised likewise.
                 let (_, max, _) = delays_after(&r, SETTLE_MS);

@@ -153,13 +153,15 @@ pub const MAX_PENDING_EVENTS: usize = 4096;
 /// Talks over (played, skipped, evicted) remembered to refuse their late
 /// messages with [`QueueError::TalkOver`] instead of `UnknownTalk`.
 pub const REMEMBERED_OVER_TALKS: usize = 1024;
-/// Jitter-buffer target for a sender heard for the first time: a loopback
-/// to-device hop spreads one-frame messages by ~10-25 ms (measured at the
-/// devices, `docs/benchmarks.md`), plus one frame; starting at the
-/// target the buffer would grow to anyway saves inserting concealed frames
-/// into the first words of a talk, and starting higher holds every frame
-/// of the first seconds longer than needed (the shrink waits 5 s).
-pub const FIRST_TALK_TARGET_MS: u64 = 40;
+/// Jitter-buffer target for a sender heard for the first time: one-frame
+/// messages through a loopback Synapse spread by ~10 ms (measured at the
+/// devices: the buffer's target settles at 29 ms, `docs/benchmarks.md`),
+/// plus one frame. Starting at the target the buffer would grow to anyway
+/// saves inserting concealed frames into the first words of a talk;
+/// starting higher holds every frame of the talk longer than needed (the
+/// shrink waits 5 s). Messages of several frames (a talker that fell
+/// behind) raise it by their span ([`JitterBuffer::note_message_frames`]).
+pub const FIRST_TALK_TARGET_MS: u64 = 30;
 
 /// Per-group playback settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
