@@ -48,8 +48,27 @@
 //!    duplicates are dropped while reordered messages still count. A newer
 //!    session (greater `(start_ts, session_id)`) from the same device ends
 //!    the older ones, and an older one seen afterwards is ignored. A claim
-//!    that arrives late but within these bounds is honoured, so clients
-//!    converge.
+//!    whose `start_ts` is more than [`MAX_FUTURE_MS`] ahead is refused.
+//!
+//! 6. **Collision window.** Each live claim has the local time it was first
+//!    seen (a local talk: the press). A claim first seen more than
+//!    [`COLLISION_WINDOW_MS`] after another live claim, or whose `start_ts`
+//!    was already more than [`MAX_AGE_MS`] old when first seen (a talk
+//!    joined in the middle), is *late*: it takes part only once the claims
+//!    it is late against have ended. The holder is the lowest claim that is
+//!    not late; a local talker stops only for such a claim; a listener never
+//!    switches away from a talker it has heard for longer than the window.
+//!    Honest collisions reach every client within one network delay of each
+//!    other, so while that delay is under the window every client still
+//!    picks the lowest claim; a member who back-dates a claim later (to the
+//!    talker alone, or to one listener) is ignored.
+//! 7. **One hold per user.** A user's sessions that follow each other with
+//!    less than [`CHAIN_GAP_MS`] between them (a new one superseding a live
+//!    one included) form one hold of the floor. A hold that has lasted
+//!    `max_talk_ms + MAX_TALK_SLACK_MS` at this client is ended
+//!    ([`EndReason::MaxTalk`]), and the user's claims are refused for
+//!    `lease_ms` (the cool-down), so nobody holds the floor past
+//!    `max_talk_ms` plus the slack by chaining sessions.
 //!
 //! Residual risk: a device whose clock runs behind by up to
 //! [`MAX_AGE_MS`] minus the network delay gets earlier `start_ts`s and so
@@ -84,6 +103,23 @@ pub const SEQ_WINDOW: u32 = 64;
 pub const MAX_REMEMBERED: usize = 4_096;
 /// Cap on simultaneously live remote sessions tracked in one room.
 pub const MAX_LIVE_SESSIONS: usize = 64;
+/// Collision window: a claim first seen more than this long after another
+/// live claim was first seen (at this client) arrived too late to contest
+/// it, whatever its `start_ts` says. Honest collisions are seen within one
+/// network delay of each other everywhere (measured: 19–29 ms on one
+/// homeserver, ~1.1 s for a first message across a 1 s federation link), so
+/// they are still resolved by the order; a back-dated claim that turns up
+/// later cannot cut an established talker.
+pub const COLLISION_WINDOW_MS: u64 = 3_000;
+/// A user's new session that starts while another of its sessions is live,
+/// or within this long of the last one ending, continues the same hold of
+/// the floor (see [`Floor`]'s rule 6).
+pub const CHAIN_GAP_MS: u64 = 1_000;
+/// Our own sessions chain when less than this lies between them: receivers
+/// may see a gap up to one collision window shorter than we do.
+pub const LOCAL_CHAIN_GAP_MS: u64 = CHAIN_GAP_MS + COLLISION_WINDOW_MS;
+/// Cap on users tracked for holds and cool-downs (oldest forgotten first).
+pub const MAX_TRACKED_USERS: usize = 1_024;
 
 /// Floor parameters; must be the same at every client of the room, so they
 /// come from the room's `org.matrix.msc4002.walkie` state.
@@ -213,6 +249,8 @@ pub enum Rejection {
     StartChanged,
     #[error("too many live sessions in this room")]
     TooManySessions,
+    #[error("the sender held the floor for max_talk_ms and is cooling down")]
+    CoolingDown,
 }
 
 /// What to do with a received chunk's frames.
@@ -228,6 +266,9 @@ pub enum ChunkVerdict {
 
 struct Remote {
     claim: Claim,
+    /// Local time this claim was first seen; `u64::MAX` for a claim whose
+    /// `start_ts` was already stale then (late against every other claim).
+    since: u64,
     highest_seq: u32,
     /// Bit i set: `highest_seq - i` seen.
     window: u64,
@@ -237,6 +278,8 @@ struct Remote {
 
 struct Local {
     claim: Claim,
+    /// Local time of the press.
+    since: u64,
     next_seq: u32,
     last_sent: u64,
     talk_deadline: u64,
@@ -254,9 +297,18 @@ pub struct Floor {
     new_session_id: SessionIdSource,
     local: Option<Local>,
     last_local_start: Option<u64>,
+    /// Our own hold (rule 7): (press that began it, last time we talked).
+    local_hold: Option<(u64, u64)>,
+    /// Our presses are refused until then (we held the floor to the cap).
+    local_cooldown_until: u64,
     remote: Vec<Remote>,
     remembered: HashMap<SessionKey, u64>,
     latest: HashMap<DeviceKey, (u64, SessionId, u64)>,
+    /// Per remote user: (local time its current hold began, local time one
+    /// of its sessions was last live).
+    holds: HashMap<UserId, (u64, u64)>,
+    /// Per remote user: claims refused until this local time.
+    cooldowns: HashMap<UserId, u64>,
     announced: Option<Claim>,
     just_ended: Vec<(Claim, EndReason)>,
     events: VecDeque<FloorEvent>,
@@ -291,9 +343,13 @@ impl Floor {
             new_session_id,
             local: None,
             last_local_start: None,
+            local_hold: None,
+            local_cooldown_until: 0,
             remote: Vec::new(),
             remembered: HashMap::new(),
             latest: HashMap::new(),
+            holds: HashMap::new(),
+            cooldowns: HashMap::new(),
             announced: None,
             just_ended: Vec::new(),
             events: VecDeque::new(),
@@ -330,6 +386,12 @@ impl Floor {
         self.announced.as_ref().is_some_and(|c| self.is_me(c))
     }
 
+    /// Until when our presses are refused because we held the floor for
+    /// `max_talk_ms` (rule 7), if they are at `now`.
+    pub fn cooling_down(&self, now: u64) -> Option<u64> {
+        (self.local_cooldown_until > now).then_some(self.local_cooldown_until)
+    }
+
     /// How long an ended session is remembered: after this, any message of
     /// it fails the freshness check (its `ts` is at most
     /// `start_ts + max_talk_ms + slack`, and `start_ts` was at most
@@ -351,13 +413,11 @@ impl Floor {
     /// transmitting.
     pub fn press(&mut self, now: u64) {
         self.advance(now);
-        if self.local.is_some() {
+        if self.local.is_some() || self.cooling_down(now).is_some() {
             return;
         }
-        if let Some(holder) = self.remote.iter().map(|r| &r.claim).min() {
-            self.events.push_back(FloorEvent::Busy {
-                holder: holder.clone(),
-            });
+        if let Some(holder) = self.lowest_contender() {
+            self.events.push_back(FloorEvent::Busy { holder });
             return;
         }
         // Our own start_ts strictly increases, or receivers would take the
@@ -384,8 +444,19 @@ impl Floor {
             session_id: claim.session_id.clone(),
             start_ts,
         });
+        // Rule 7 at home, stricter than receivers apply it: a gap they may
+        // see shortened by up to the collision window still chains.
+        let hold_since = match self.local_hold {
+            Some((since, last)) if now.saturating_sub(last) <= LOCAL_CHAIN_GAP_MS => since,
+            _ => now,
+        };
+        self.local_hold = Some((hold_since, now));
+        let max_talk = self.config.max_talk_ms;
         self.local = Some(Local {
-            talk_deadline: start_ts.saturating_add(self.config.max_talk_ms),
+            talk_deadline: start_ts
+                .saturating_add(max_talk)
+                .min(hold_since.saturating_add(max_talk)),
+            since: now,
             claim,
             next_seq: 1,
             last_sent: now,
@@ -504,13 +575,18 @@ impl Floor {
     /// must be called: a lease running out, our keep-alive, or our talk cap.
     pub fn poll_timeout(&self) -> Option<u64> {
         let leases = self.remote.iter().map(|r| r.lease_until);
+        let holds = self
+            .remote
+            .iter()
+            .filter_map(|r| self.holds.get(&r.claim.user_id))
+            .map(|(since, _)| since.saturating_add(self.hold_cap_ms()).saturating_add(1));
         let local = self.local.iter().flat_map(|l| {
             [
                 l.talk_deadline,
                 l.last_sent.saturating_add(self.config.keepalive_ms()),
             ]
         });
-        leases.chain(local).min()
+        leases.chain(holds).chain(local).min()
     }
 
     // ------------------------------------------------------------ internals
@@ -527,6 +603,7 @@ impl Floor {
         while let Some(i) = self.remote.iter().position(|r| r.lease_until <= now) {
             self.end_remote(i, EndReason::LeaseExpired, now);
         }
+        self.cap_holds(now);
         let keepalive = self.config.keepalive_ms();
         let capped = self.local.as_ref().is_some_and(|l| now >= l.talk_deadline);
         if capped {
@@ -551,6 +628,12 @@ impl Floor {
         let Some(local) = self.local.take() else {
             return;
         };
+        if let Some((_, last)) = self.local_hold.as_mut() {
+            *last = now;
+        }
+        if reason == StopReason::MaxTalk {
+            self.local_cooldown_until = now.saturating_add(LOCAL_CHAIN_GAP_MS);
+        }
         let start = local.claim.start_ts;
         self.transmit.push_back(ChunkHeader {
             session_id: local.claim.session_id.clone(),
@@ -581,8 +664,88 @@ impl Floor {
         self.remembered.insert(key, forget_at);
     }
 
+    /// The longest one user may hold the floor at this client.
+    fn hold_cap_ms(&self) -> u64 {
+        self.config.max_talk_ms.saturating_add(MAX_TALK_SLACK_MS)
+    }
+
+    /// Rule 7: ends the sessions of every user whose hold has lasted the
+    /// cap and starts its cool-down; forgets holds and cool-downs that are
+    /// over.
+    fn cap_holds(&mut self, now: u64) {
+        let cap = self.hold_cap_ms();
+        let over: Vec<UserId> = self
+            .holds
+            .iter()
+            .filter(|(_, (since, _))| now.saturating_sub(*since) >= cap)
+            .map(|(u, _)| u.clone())
+            .filter(|u| self.remote.iter().any(|r| &r.claim.user_id == u))
+            .collect();
+        for user in over {
+            while let Some(i) = self.remote.iter().position(|r| r.claim.user_id == user) {
+                self.end_remote(i, EndReason::MaxTalk, now);
+            }
+            self.holds.remove(&user);
+            self.cooldowns
+                .insert(user, now.saturating_add(self.config.lease_ms));
+        }
+        let remote = &self.remote;
+        self.holds.retain(|u, (_, last)| {
+            remote.iter().any(|r| &r.claim.user_id == u)
+                || now.saturating_sub(*last) <= CHAIN_GAP_MS
+        });
+        self.cooldowns.retain(|_, until| *until > now);
+    }
+
+    /// Records that `user` has a live session at `now` (rule 7).
+    fn note_hold(&mut self, user: &UserId, now: u64) {
+        if let Some((_, last)) = self.holds.get_mut(user) {
+            *last = now;
+            return;
+        }
+        if self.holds.len() >= MAX_TRACKED_USERS {
+            let oldest = self
+                .holds
+                .iter()
+                .min_by_key(|(_, (_, last))| *last)
+                .map(|(u, _)| u.clone());
+            if let Some(u) = oldest {
+                self.holds.remove(&u);
+            }
+        }
+        self.holds.insert(user.clone(), (now, now));
+    }
+
+    /// Live claims (ours included) with the local time each was first seen.
+    fn live_claims(&self) -> impl Iterator<Item = (&Claim, u64)> {
+        self.local
+            .iter()
+            .map(|l| (&l.claim, l.since))
+            .chain(self.remote.iter().map(|r| (&r.claim, r.since)))
+    }
+
+    /// Rule 6: whether a claim first seen at `since` arrived too late to
+    /// contest some other live claim.
+    fn is_late(&self, claim: &Claim, since: u64) -> bool {
+        self.live_claims().any(|(other, other_since)| {
+            other != claim && since > other_since.saturating_add(COLLISION_WINDOW_MS)
+        })
+    }
+
+    /// The lowest live claim that is not late (rule 6): the holder.
+    fn lowest_contender(&self) -> Option<Claim> {
+        self.live_claims()
+            .filter(|(c, since)| !self.is_late(c, *since))
+            .map(|(c, _)| c)
+            .min()
+            .cloned()
+    }
+
     fn end_remote(&mut self, index: usize, reason: EndReason, now: u64) {
         let r = self.remote.swap_remove(index);
+        if let Some((_, last)) = self.holds.get_mut(&r.claim.user_id) {
+            *last = now;
+        }
         let forget_at = r
             .forget_at
             .max(now.saturating_add(MAX_AGE_MS + MAX_FUTURE_MS));
@@ -652,6 +815,7 @@ impl Floor {
             }
             r.lease_until = r.lease_until.max(lease_until);
             let claim = r.claim.clone();
+            self.note_hold(&claim.user_id, now);
             if h.end {
                 self.end_remote(i, EndReason::Released, now);
             }
@@ -659,6 +823,15 @@ impl Floor {
         }
 
         // A session we have not seen: this message is its claim.
+        if self.cooldowns.get(&key.0).is_some_and(|&until| until > now) {
+            return Err(Rejection::CoolingDown);
+        }
+        if h.start_ts > now.saturating_add(MAX_FUTURE_MS) {
+            return Err(Rejection::FromFuture {
+                ts: h.start_ts,
+                now,
+            });
+        }
         if over_max_talk {
             self.remember(key, horizon);
             return Err(Rejection::OverMaxTalk);
@@ -690,8 +863,13 @@ impl Floor {
             device_id: key.1,
             session_id: key.2,
         };
+        // A claim whose start was already stale when first seen (a talk
+        // joined in its middle) is late against every other claim.
+        let stale_start = h.start_ts.saturating_add(MAX_AGE_MS) < now;
+        self.note_hold(&claim.user_id, now);
         self.remote.push(Remote {
             claim: claim.clone(),
+            since: if stale_start { u64::MAX } else { now },
             highest_seq: h.seq,
             window: 1,
             lease_until,
@@ -712,8 +890,8 @@ impl Floor {
             let winner = self
                 .remote
                 .iter()
+                .filter(|r| r.claim < local.claim && !self.is_late(&r.claim, r.since))
                 .map(|r| &r.claim)
-                .filter(|c| *c < &local.claim)
                 .min()
                 .cloned();
             if let Some(winner) = winner {
@@ -721,13 +899,7 @@ impl Floor {
                 self.events.push_back(FloorEvent::Busy { holder: winner });
             }
         }
-        let holder = self
-            .local
-            .iter()
-            .map(|l| &l.claim)
-            .chain(self.remote.iter().map(|r| &r.claim))
-            .min()
-            .cloned();
+        let holder = self.lowest_contender();
         if holder != self.announced {
             if let Some(old) = self.announced.take() {
                 let still_live = self.remote.iter().any(|r| r.claim == old);

@@ -109,6 +109,8 @@ pub enum PressError {
     Busy { holder: Claim },
     #[error("the floor refused the press")]
     Refused,
+    #[error("you held the floor for the longest talk allowed; wait a moment")]
+    CoolingDown { until: u64 },
 }
 
 /// Why our talk can no longer send.
@@ -345,7 +347,10 @@ impl RoomMachine {
         match (self.floor.transmitting(), self.busy.take()) {
             (Some(claim), _) => Ok(claim.session_id.clone()),
             (None, Some(holder)) => Err(PressError::Busy { holder }),
-            (None, None) => Err(PressError::Refused),
+            (None, None) => Err(match self.floor.cooling_down(now) {
+                Some(until) => PressError::CoolingDown { until },
+                None => PressError::Refused,
+            }),
         }
     }
 

@@ -446,6 +446,7 @@ impl Engine {
                 holder: describe(&holder),
             },
             PressError::Refused => EngineError::Stopped("the floor refused the press".into()),
+            e @ PressError::CoolingDown { .. } => EngineError::Stopped(e.to_string()),
         })?;
         let journal = if record {
             let meta = outbox::EntryMeta {

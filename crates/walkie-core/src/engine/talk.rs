@@ -123,11 +123,16 @@ impl Talk {
 impl Drop for Talk {
     /// However a talk ends (finished, lost, or abandoned on an error), the
     /// floor is released if we still hold it and the journal is closed and
-    /// handed to the outbox poster, except for a talk that lost a collision:
-    /// the few frames sent before the busy tone are not a recording.
+    /// handed to the outbox poster, except for a talk that lost a collision
+    /// within the collision window: the few frames sent before the busy tone
+    /// are not a recording.
     fn drop(&mut self) {
         let inner = &self.engine.inner;
-        let lost = self.release();
+        // A talk cut after the collision window (which the floor rules
+        // should make impossible) is kept: what was said is posted.
+        let lost = self.release()
+            && (self.frames_sent as u64).saturating_mul(walkie_protocol::FRAME_MS)
+                <= walkie_protocol::floor::COLLISION_WINDOW_MS;
         self.journal = None;
         if lost {
             if let Err(e) = inner.outbox.remove(self.session_id.as_str()) {

@@ -693,3 +693,182 @@ fn config_from_group() {
     assert_eq!(c.lease_ms, 3_000);
     assert_eq!(c.keepalive_ms(), 750);
 }
+
+// ---------------------------------------------------------- a hostile member
+
+/// Keeps a remote session alive with frameless keep-alives every 500 ms
+/// from `from` (exclusive) to `to` (inclusive), starting at `seq`.
+fn keep_alive(f: &mut Floor, who: &str, session: &str, start: u64, seq: u32, from: u64, to: u64) {
+    let mut seq = seq;
+    let mut t = from + 500;
+    while t <= to {
+        f.handle_chunk(&chunk(who, session, seq, start, t, false), t);
+        seq += 1;
+        t += 500;
+    }
+}
+
+#[test]
+fn a_back_dated_claim_after_the_window_does_not_cut_the_talker() {
+    let mut f = me();
+    f.press(T0);
+    let mine = f.transmitting().cloned().unwrap();
+    events(&mut f);
+    // Mallory claims "1 ms before me", past the collision window, with a
+    // fresh `ts` and keep-alives.
+    let at = T0 + COLLISION_WINDOW_MS + 500;
+    let v = f.handle_chunk(&chunk("mallory", "m1", 0, T0 - 1, at, false), at);
+    assert_eq!(v, ChunkVerdict::Track);
+    keep_alive(&mut f, "mallory", "m1", T0 - 1, 1, at, at + 2_000);
+    assert!(events(&mut f).is_empty(), "the talker was disturbed");
+    assert_eq!(f.transmitting(), Some(&mine));
+    assert_eq!(f.holder(), Some(&mine));
+    // Inside the window the same claim is a collision, and it wins (an
+    // honest near-simultaneous press looks exactly like it).
+    let mut g = me();
+    g.press(T0);
+    events(&mut g);
+    let at = T0 + 300;
+    g.handle_chunk(&chunk("mallory", "m1", 0, T0 - 1, at, false), at);
+    assert!(!g.is_transmitting());
+}
+
+#[test]
+fn a_listener_does_not_switch_to_a_late_back_dated_claim() {
+    let mut f = me();
+    f.handle_chunk(&chunk("alice", "a1", 0, T0, T0, false), T0 + 30);
+    keep_alive(&mut f, "alice", "a1", T0, 1, T0, T0 + 3_500);
+    assert_eq!(
+        events(&mut f),
+        vec![FloorEvent::Holder {
+            claim: claim("alice", "a1", T0)
+        }]
+    );
+    let at = T0 + 3_600;
+    let v = f.handle_chunk(&chunk("mallory", "m1", 0, T0 - 1, at, false), at);
+    assert_eq!(v, ChunkVerdict::Track);
+    keep_alive(&mut f, "mallory", "m1", T0 - 1, 1, at, at + 2_000);
+    assert_eq!(f.holder(), Some(&claim("alice", "a1", T0)));
+    assert!(events(&mut f).is_empty());
+    // alice's audio is still played
+    let v = f.handle_chunk(&chunk("alice", "a1", 50, T0, at + 2_100, false), at + 2_100);
+    assert_eq!(v, ChunkVerdict::Play);
+    // Once alice is done, mallory's live claim is the holder (as any press
+    // after hers would be).
+    f.handle_chunk(&chunk("alice", "a1", 51, T0, at + 2_200, true), at + 2_200);
+    assert_eq!(f.holder(), Some(&claim("mallory", "m1", T0 - 1)));
+}
+
+#[test]
+fn a_claim_whose_start_is_stale_never_displaces_a_talker() {
+    let mut f = me();
+    f.handle_chunk(&chunk("alice", "a1", 0, T0, T0, false), T0 + 30);
+    events(&mut f);
+    // start_ts 6 s old, ts fresh, first seen only now
+    let at = T0 + 1_000;
+    let stale = at - MAX_AGE_MS - 1_000;
+    f.handle_chunk(&chunk("mallory", "m1", 0, stale, at, false), at);
+    assert_eq!(f.holder(), Some(&claim("alice", "a1", T0)));
+    // A start_ts from the future is refused outright.
+    let v = f.handle_chunk(
+        &chunk(
+            "mallory",
+            "m2",
+            0,
+            at + MAX_FUTURE_MS + 1,
+            at + MAX_FUTURE_MS + 1,
+            false,
+        ),
+        at,
+    );
+    assert!(
+        matches!(v, ChunkVerdict::Ignored(Rejection::FromFuture { .. })),
+        "{v:?}"
+    );
+    // On a free floor a talk joined in its middle is played.
+    let mut g = me();
+    g.handle_chunk(&chunk("bob", "b1", 300, stale, at, false), at);
+    assert_eq!(g.holder(), Some(&claim("bob", "b1", stale)));
+}
+
+#[test]
+fn chained_sessions_cannot_hold_the_floor_past_max_talk() {
+    let cfg = FloorConfig {
+        lease_ms: 3_000,
+        max_talk_ms: 2_000,
+    };
+    let mut f = Floor::new(room(), user("me"), dev("ME"), cfg, counter("me"));
+    // A new session every second, never ended, each kept alive.
+    let mut t = T0;
+    let mut capped_at = None;
+    for i in 0..10u32 {
+        let s = format!("m{i}");
+        f.handle_chunk(&chunk("mallory", &s, 0, t, t, false), t);
+        keep_alive(&mut f, "mallory", &s, t, 1, t, t + 1_000);
+        f.handle_timeout(t + 1_000);
+        let evs = events(&mut f);
+        if capped_at.is_none()
+            && evs.iter().any(|e| {
+                matches!(
+                    e,
+                    FloorEvent::TalkEnded {
+                        reason: EndReason::MaxTalk,
+                        ..
+                    }
+                )
+            })
+        {
+            capped_at = Some(t + 1_000);
+        }
+        t += 1_000;
+    }
+    let capped_at = capped_at.expect("the hold was never capped");
+    assert!(
+        capped_at - T0 <= cfg.max_talk_ms + MAX_TALK_SLACK_MS + 1_000,
+        "capped after {} ms",
+        capped_at - T0
+    );
+    // The floor was free after the cap; mallory's claims in her cool-down
+    // are refused, so anyone else may press.
+    let v = f.handle_chunk(
+        &chunk("mallory", "z1", 0, capped_at + 10, capped_at + 10, false),
+        capped_at + 10,
+    );
+    assert_eq!(v, ChunkVerdict::Ignored(Rejection::CoolingDown));
+    f.press(capped_at + 20);
+    assert!(f.is_transmitting());
+}
+
+#[test]
+fn our_own_chained_talks_cool_down_after_max_talk() {
+    let cfg = FloorConfig {
+        lease_ms: 3_000,
+        max_talk_ms: 2_000,
+    };
+    let mut f = Floor::new(room(), user("me"), dev("ME"), cfg, counter("me"));
+    f.press(T0);
+    f.release(T0 + 1_500);
+    // pressed again right away: the same hold, capped at T0 + 2 s
+    f.press(T0 + 1_600);
+    assert!(f.is_transmitting());
+    f.handle_timeout(T0 + 2_000);
+    assert!(!f.is_transmitting());
+    assert!(events(&mut f).iter().any(|e| matches!(
+        e,
+        FloorEvent::StopTransmitting {
+            reason: StopReason::MaxTalk,
+            ..
+        }
+    )));
+    // cooling down: presses refused, no claim sent
+    transmits(&mut f);
+    f.press(T0 + 2_500);
+    assert!(!f.is_transmitting());
+    assert!(transmits(&mut f).is_empty());
+    assert_eq!(
+        f.cooling_down(T0 + 2_500),
+        Some(T0 + 2_000 + LOCAL_CHAIN_GAP_MS)
+    );
+    f.press(T0 + 2_000 + LOCAL_CHAIN_GAP_MS);
+    assert!(f.is_transmitting());
+}
