@@ -253,6 +253,26 @@ pub enum Rejection {
     CoolingDown,
 }
 
+impl Rejection {
+    /// A short name of the reason, one per kind (for rate-limited logs).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Rejection::WrongRoom => "wrong room",
+            Rejection::OwnDevice => "own device",
+            Rejection::Ended => "ended",
+            Rejection::Superseded => "superseded",
+            Rejection::FromFuture { .. } => "from the future",
+            Rejection::Stale { .. } => "stale",
+            Rejection::OverMaxTalk => "over max talk",
+            Rejection::Duplicate(_) => "duplicate",
+            Rejection::SeqTooOld { .. } => "seq too old",
+            Rejection::StartChanged => "start changed",
+            Rejection::TooManySessions => "too many sessions",
+            Rejection::CoolingDown => "cooling down",
+        }
+    }
+}
+
 /// What to do with a received chunk's frames.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChunkVerdict {

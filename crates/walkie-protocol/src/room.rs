@@ -98,6 +98,19 @@ pub enum Dropped {
     Floor(Rejection),
 }
 
+impl Dropped {
+    /// A short name of the reason, one per kind (for rate-limited logs).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Dropped::NotAGroup => "not a group",
+            Dropped::NotAMember => "not a member",
+            Dropped::NotReceiving => "not receiving",
+            Dropped::NoTalkConsent => "no talk consent",
+            Dropped::Floor(r) => r.kind(),
+        }
+    }
+}
+
 /// Why a press did not give this device the floor.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PressError {

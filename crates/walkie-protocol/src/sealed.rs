@@ -75,6 +75,24 @@ pub enum SealError {
     Protocol(#[from] ProtocolError),
 }
 
+impl SealError {
+    /// A short name of the reason, one per kind (for rate-limited logs).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SealError::UnknownSession(_) => "sealed: unknown session",
+            SealError::UnknownEpoch { .. } => "sealed: unknown epoch",
+            SealError::BadSignature(_) => "sealed: bad signature",
+            SealError::Undecryptable(_) => "sealed: undecryptable",
+            SealError::HeaderMismatch(what) => what,
+            SealError::SessionHijack(_) => "sealed: session hijack",
+            SealError::TalkKeyChanged(_) => "sealed: talk key changed",
+            SealError::BadAnnouncement(_) => "sealed: bad announcement",
+            SealError::TooLarge(_) => "sealed: too large",
+            SealError::Protocol(_) => "sealed: malformed",
+        }
+    }
+}
+
 /// The talker's keys for one talk: the epoch's media key and the talk's
 /// Ed25519 signing key.
 pub struct TalkKeys {

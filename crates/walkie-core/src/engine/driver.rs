@@ -328,8 +328,29 @@ fn reassert_own_consent(
     });
 }
 
-fn drop_event(inner: &Inner, reason: String) {
-    tracing::warn!(reason = %reason, "dropped walkie to-device message");
+/// Reports a dropped walkie message: at most once per sender and `kind` a
+/// minute (with how many were left out), at WARN from a member of one of
+/// our walkie groups and at DEBUG from anyone else (a stranger cannot fill
+/// the log).
+fn drop_event(inner: &Inner, sender: &str, kind: &'static str, reason: String) {
+    let left_out = inner
+        .drop_log
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .note(sender, kind, now_ms());
+    let Some(left_out) = left_out else {
+        return;
+    };
+    let member = UserId::parse(sender).is_ok_and(|user| {
+        inner
+            .rooms
+            .read(|rooms| rooms.values().any(|m| m.is_member(&user)))
+    });
+    if member {
+        tracing::warn!(%sender, kind, left_out, reason = %reason, "dropped walkie to-device message");
+    } else {
+        tracing::debug!(%sender, kind, left_out, reason = %reason, "dropped walkie to-device message from a stranger");
+    }
     let _ = inner.events.send(EngineEvent::Dropped { reason });
 }
 
@@ -348,6 +369,8 @@ fn handle_to_device(inner: &Inner, event: ProcessedToDeviceEvent) {
                     log_received(&encryption_info.sender);
                     drop_event(
                         inner,
+                        encryption_info.sender.as_str(),
+                        "oversize",
                         format!("oversize walkie audio from {}", encryption_info.sender),
                     );
                 }
@@ -362,7 +385,14 @@ fn handle_to_device(inner: &Inner, event: ProcessedToDeviceEvent) {
             log_received(&encryption_info.sender);
             let sender = match UserId::parse(encryption_info.sender.as_str()) {
                 Ok(u) => u,
-                Err(e) => return drop_event(inner, format!("invalid sender: {e}")),
+                Err(e) => {
+                    return drop_event(
+                        inner,
+                        encryption_info.sender.as_str(),
+                        "invalid sender",
+                        format!("invalid sender: {e}"),
+                    )
+                }
             };
             let Some(device) = encryption_info
                 .sender_device
@@ -371,12 +401,16 @@ fn handle_to_device(inner: &Inner, event: ProcessedToDeviceEvent) {
             else {
                 return drop_event(
                     inner,
+                    sender.as_str(),
+                    "no sender device",
                     format!("walkie audio from {sender} without a sender device"),
                 );
             };
             if let Some(why) = untrusted_sender(&encryption_info.verification_state) {
                 return drop_event(
                     inner,
+                    sender.as_str(),
+                    "untrusted device",
                     format!("walkie audio from {sender} ({device}): {why}"),
                 );
             }
@@ -396,10 +430,15 @@ fn handle_to_device(inner: &Inner, event: ProcessedToDeviceEvent) {
                     log_received_str(&sender);
                     handle_sealed(inner, raw.json().get(), &sender);
                 }
-                Some(AUDIO_EVENT_TYPE) => drop_event(
-                    inner,
-                    format!("unencrypted walkie audio claiming to be from {}", sender()),
-                ),
+                Some(AUDIO_EVENT_TYPE) => {
+                    let sender = sender();
+                    drop_event(
+                        inner,
+                        &sender,
+                        "unencrypted",
+                        format!("unencrypted walkie audio claiming to be from {sender}"),
+                    )
+                }
                 _ => {}
             }
         }
@@ -452,6 +491,8 @@ fn handle_audio(inner: &Inner, content: &Value, sender: &UserId, device: &Device
         Err(e) => {
             return drop_event(
                 inner,
+                sender.as_str(),
+                "invalid",
                 format!("invalid walkie audio from {sender} ({device}): {e}"),
             )
         }
@@ -463,6 +504,8 @@ fn handle_audio(inner: &Inner, content: &Value, sender: &UserId, device: &Device
         if let Err(e) = learnt {
             return drop_event(
                 inner,
+                sender.as_str(),
+                e.kind(),
                 format!("walkie talk keys from {sender} ({device}): {e}"),
             );
         }
@@ -474,14 +517,24 @@ fn handle_audio(inner: &Inner, content: &Value, sender: &UserId, device: &Device
 /// message of the same session brought from a trusted device.
 fn handle_sealed(inner: &Inner, json: &str, sender: &str) {
     if json.len() > MAX_SEALED_CONTENT_BYTES + 4096 {
-        return drop_event(inner, format!("oversize sealed walkie audio from {sender}"));
+        return drop_event(
+            inner,
+            sender,
+            "oversize sealed",
+            format!("oversize sealed walkie audio from {sender}"),
+        );
     }
     let opened = serde_json::from_str::<Value>(json)
         .map_err(|e| SealError::Protocol(walkie_protocol::ProtocolError::Malformed(e.to_string())))
         .and_then(|event| inner.talk_keys().open(&event["content"], sender));
     match opened {
         Ok(chunk) => admit(inner, chunk),
-        Err(e) => drop_event(inner, format!("sealed walkie audio from {sender}: {e}")),
+        Err(e) => drop_event(
+            inner,
+            sender,
+            e.kind(),
+            format!("sealed walkie audio from {sender}: {e}"),
+        ),
     }
 }
 
@@ -495,10 +548,14 @@ fn admit(inner: &Inner, chunk: ValidatedChunk) {
     match admitted {
         None => drop_event(
             inner,
+            sender.as_str(),
+            "not a group",
             format!("walkie audio for {room_id}, which is not a walkie group here"),
         ),
         Some(Err(why)) => drop_event(
             inner,
+            sender.as_str(),
+            why.kind(),
             format!("walkie audio from {sender} ({device}) in {room_id}: {why}"),
         ),
         Some(Ok(())) => {}

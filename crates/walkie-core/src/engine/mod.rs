@@ -15,6 +15,7 @@
 
 mod consent_intent;
 mod driver;
+mod drop_log;
 mod error;
 mod event;
 pub mod journal_cipher;
@@ -26,6 +27,7 @@ mod talk;
 mod trust_watch;
 
 use std::{
+    collections::HashSet,
     sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -83,6 +85,8 @@ struct Inner {
     excluded: std::sync::Mutex<std::collections::HashMap<RoomId, Vec<room_state::Excluded>>>,
     /// Keys of the talks announced to us, for their sealed batches.
     talk_keys: std::sync::Mutex<walkie_protocol::TalkKeyRing>,
+    /// Which dropped messages are reported (rate-limited per sender).
+    drop_log: std::sync::Mutex<drop_log::DropLog>,
 }
 
 impl Inner {
@@ -188,6 +192,7 @@ impl Engine {
             intents: consent_intent::Intents::open(account.data_dir(), own_device),
             excluded: Default::default(),
             talk_keys: Default::default(),
+            drop_log: Default::default(),
         });
         let (sync_tx, sync_rx) = mpsc::channel(8);
         let sync = SyncLoop::default().spawn(client, sync_tx);
@@ -410,8 +415,9 @@ impl Engine {
 
     /// Claims the floor of `room`. The claim goes out at once (before any
     /// audio); send frames with [`Talk::send`], end with [`Talk::finish`].
-    /// First makes sure the keys of every consenting device are known, so
-    /// the claim reaches them all.
+    /// Consenting devices whose keys are not known yet are asked for after
+    /// the claim, off the press path, once per user: they get the talk from
+    /// the next message on.
     pub async fn talk(&self, room: &str) -> Result<Talk, EngineError> {
         let id = RoomId::parse(room)?;
         // Others' clients drop audio from an unverified device, and
@@ -427,7 +433,6 @@ impl Engine {
         if !own.is_some_and(|d| d.is_cross_signed_by_owner()) {
             return Err(EngineError::DeviceNotVerified);
         }
-        self.refresh_receiver_keys(&id).await;
         let now = now_ms();
         let pressed = self
             .inner
@@ -465,6 +470,7 @@ impl Engine {
         } else {
             None
         };
+        self.refresh_receiver_keys(&id);
         Ok(Talk {
             engine: self.clone(),
             room_id: id,
@@ -474,17 +480,30 @@ impl Engine {
         })
     }
 
-    /// Queries the device keys of consenting users whose devices we do not
-    /// know yet (a fresh process may not have synced them).
-    async fn refresh_receiver_keys(&self, id: &RoomId) {
-        let receivers = self.inner.rooms.read(|rooms| {
+    /// Queries, in the background, the device keys of consenting users
+    /// whose devices we do not know yet (a fresh process may not have
+    /// synced them): one query per user, however many devices it lists.
+    fn refresh_receiver_keys(&self, id: &RoomId) {
+        let inner = self.inner.clone();
+        let id = id.clone();
+        tokio::spawn(async move { refresh_receiver_keys(&inner, &id).await });
+    }
+}
+
+async fn refresh_receiver_keys(inner: &Inner, id: &RoomId) {
+    {
+        let receivers = inner.rooms.read(|rooms| {
             rooms
                 .get(id)
                 .map(|m| m.receivers(now_ms()))
                 .unwrap_or_default()
         });
-        let encryption = self.inner.client.encryption();
+        let encryption = inner.client.encryption();
+        let mut queried = HashSet::new();
         for (user, device) in receivers {
+            if queried.contains(&user) {
+                continue;
+            }
             let (Ok(u), d) = (
                 matrix_sdk::ruma::OwnedUserId::try_from(user.as_str()),
                 matrix_sdk::ruma::OwnedDeviceId::from(device.as_str()),
@@ -494,12 +513,15 @@ impl Engine {
             if matches!(encryption.get_device(&u, &d).await, Ok(Some(_))) {
                 continue;
             }
+            queried.insert(user);
             if let Err(e) = encryption.request_user_identity(&u).await {
                 tracing::warn!(user = %u, error = %e, "cannot query device keys");
             }
         }
     }
+}
 
+impl Engine {
     /// Whether a talk's recording is still waiting in the outbox.
     pub fn recording_pending(&self, session_id: &str) -> bool {
         self.inner

@@ -29,6 +29,17 @@ use walkie_protocol::{
 use super::EngineError;
 use crate::trust::{self, Exclusion};
 
+/// Consenting devices of one user that count at most (the rest of the
+/// user's grants are ignored with one log line): more than a person's
+/// devices, few enough that an account listing thousands of made-up devices
+/// costs a bounded number of checks.
+pub const MAX_CONSENTING_DEVICES_PER_USER: usize = 32;
+/// Consenting devices of one room that count at most (the fan-out was
+/// measured up to 50 on this 2-core machine; see `docs/benchmarks.md`).
+/// Users with fewer devices are counted first, so one account cannot crowd
+/// the others out.
+pub const MAX_CONSENTING_DEVICES_PER_ROOM: usize = 256;
+
 /// A consenting device whose consent does not count, and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct Excluded {
@@ -101,6 +112,9 @@ pub async fn load(
     let mut excluded = Vec::new();
     let mut own_content = ConsentContent::default();
     let client = room.client();
+    // Every user's active grants first, so the caps can be applied in an
+    // order no single account controls.
+    let mut listed: Vec<(UserId, Vec<(DeviceId, SignedConsent)>)> = Vec::new();
     for raw in room.get_state_events(CONSENT_EVENT_TYPE.into()).await? {
         let Some(event) = raw_json(&raw) else {
             continue;
@@ -129,17 +143,43 @@ pub async fn load(
                 continue;
             }
         };
-        for (device, error) in &parsed.rejected {
-            tracing::warn!(room = %room.room_id(), user = %user, device, error = %error, "dropping an invalid consent entry");
+        if let Some((device, error)) = parsed.rejected.first() {
+            tracing::warn!(room = %room.room_id(), user = %user, count = parsed.rejected.len(), first_device = %device, first_error = %error, "dropping invalid consent entries");
         }
         if user.as_str() == own_user {
             own_content = parsed.content.clone();
         }
+        let active: Vec<(DeviceId, SignedConsent)> = parsed
+            .content
+            .devices
+            .into_iter()
+            .filter(|(_, signed)| signed.consent.is_active(now))
+            .collect();
+        if !active.is_empty() {
+            listed.push((user, active));
+        }
+    }
+    // Our own grants first, then users with fewer devices (a person's few
+    // devices before an account listing thousands), then by user ID.
+    listed.sort_by(|(a, da), (b, db)| {
+        let own = |u: &UserId| u.as_str() != own_user;
+        (own(a), da.len(), a).cmp(&(own(b), db.len(), b))
+    });
+    let mut counted = 0usize;
+    for (user, mut active) in listed {
+        if active.len() > MAX_CONSENTING_DEVICES_PER_USER {
+            tracing::warn!(room = %room.room_id(), user = %user, listed = active.len(), cap = MAX_CONSENTING_DEVICES_PER_USER, "a user lists more consenting devices than count; the rest are ignored");
+            active.truncate(MAX_CONSENTING_DEVICES_PER_USER);
+        }
+        let room_left = MAX_CONSENTING_DEVICES_PER_ROOM.saturating_sub(counted);
+        if active.len() > room_left {
+            tracing::warn!(room = %room.room_id(), user = %user, ignored = active.len() - room_left, cap = MAX_CONSENTING_DEVICES_PER_ROOM, "the room has more consenting devices than count; the rest are ignored");
+            active.truncate(room_left);
+        }
+        counted += active.len();
         let mut queried = false;
-        for (device, signed) in parsed.content.devices {
-            if !signed.consent.is_active(now) {
-                continue;
-            }
+        let mut not_counted: Vec<(DeviceId, Exclusion)> = Vec::new();
+        for (device, signed) in active {
             let mut verdict =
                 trust::device_verdict(&client, identity_changed, user.as_str(), device.as_str())
                     .await;
@@ -171,16 +211,29 @@ pub async fn load(
                 Ok(()) => {
                     consents.insert(user.clone(), device, signed.consent, now);
                 }
-                Err(reason) => {
-                    tracing::info!(room = %room.room_id(), user = %user, device = %device, %reason, "a consent that does not count");
-                    excluded.push(Excluded {
-                        user_id: user.to_string(),
-                        device_id: device.to_string(),
-                        reason,
-                    });
-                }
+                Err(reason) => not_counted.push((device, reason)),
             }
         }
+        // One line per user and reason, however many devices.
+        let mut reasons: Vec<&Exclusion> = Vec::new();
+        for (_, r) in &not_counted {
+            if !reasons.contains(&r) {
+                reasons.push(r);
+            }
+        }
+        for reason in reasons {
+            let devices: Vec<&str> = not_counted
+                .iter()
+                .filter(|(_, r)| r == reason)
+                .map(|(d, _)| d.as_str())
+                .collect();
+            tracing::info!(room = %room.room_id(), user = %user, count = devices.len(), first_device = devices.first().copied().unwrap_or_default(), %reason, "consents that do not count");
+        }
+        excluded.extend(not_counted.into_iter().map(|(device, reason)| Excluded {
+            user_id: user.to_string(),
+            device_id: device.to_string(),
+            reason,
+        }));
     }
     Ok(WalkieRoomState {
         group,
