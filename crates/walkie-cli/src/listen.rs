@@ -147,6 +147,16 @@ pub async fn run(
             station.forward(&event);
         }
         match &event {
+            // A new holder in a room: a talk we were playing there and
+            // switched away from (it lost a collision) will not end here;
+            // forget it, so the map only holds live talks.
+            EngineEvent::TalkStarted {
+                room_id,
+                session_id,
+                ..
+            } => {
+                sessions.retain(|sid, r| r.room_id != *room_id || sid == session_id);
+            }
             EngineEvent::Audio {
                 room_id,
                 session_id,

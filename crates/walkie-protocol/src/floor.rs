@@ -118,7 +118,9 @@ pub const CHAIN_GAP_MS: u64 = 1_000;
 /// Our own sessions chain when less than this lies between them: receivers
 /// may see a gap up to one collision window shorter than we do.
 pub const LOCAL_CHAIN_GAP_MS: u64 = CHAIN_GAP_MS + COLLISION_WINDOW_MS;
-/// Cap on users tracked for holds and cool-downs (oldest forgotten first).
+/// Cap on users (and devices) tracked for holds, cool-downs and newest
+/// sessions (oldest forgotten first). Senders reach the floor only with a
+/// consent that counts, which the engine caps far lower.
 pub const MAX_TRACKED_USERS: usize = 1_024;
 
 /// Floor parameters; must be the same at every client of the room, so they
@@ -706,8 +708,13 @@ impl Floor {
                 self.end_remote(i, EndReason::MaxTalk, now);
             }
             self.holds.remove(&user);
-            self.cooldowns
-                .insert(user, now.saturating_add(self.config.lease_ms));
+            if self.cooldowns.len() >= MAX_TRACKED_USERS {
+                self.cooldowns.retain(|_, until| *until > now);
+            }
+            if self.cooldowns.len() < MAX_TRACKED_USERS {
+                self.cooldowns
+                    .insert(user, now.saturating_add(self.config.lease_ms));
+            }
         }
         let remote = &self.remote;
         self.holds.retain(|u, (_, last)| {
@@ -874,6 +881,16 @@ impl Floor {
         }
         if self.remote.len() >= MAX_LIVE_SESSIONS {
             return Err(Rejection::TooManySessions);
+        }
+        if self.latest.len() >= MAX_TRACKED_USERS && !self.latest.contains_key(&device) {
+            let oldest = self
+                .latest
+                .iter()
+                .min_by_key(|(_, (_, _, forget_at))| *forget_at)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.latest.remove(&k);
+            }
         }
         self.latest
             .insert(device, (h.start_ts, h.session_id.clone(), horizon));
