@@ -724,9 +724,16 @@ impl Floor {
         self.cooldowns.retain(|_, until| *until > now);
     }
 
-    /// Records that `user` has a live session at `now` (rule 7).
-    fn note_hold(&mut self, user: &UserId, now: u64) {
-        if let Some((_, last)) = self.holds.get_mut(user) {
+    /// Records that `user` has a live session, claimed at `start_ts`, at
+    /// `now` (rule 7). A hold began when it was first seen here or at its
+    /// first claim's `start_ts` (plus the tolerated skew), whichever is
+    /// earlier: a client that starts in the middle of a chain (or syncs a
+    /// backlog of it) caps it as soon as the others do. A sender can move
+    /// that start later by at most the skew it is allowed.
+    fn note_hold(&mut self, user: &UserId, start_ts: u64, now: u64) {
+        let began = now.min(start_ts.saturating_add(MAX_FUTURE_MS));
+        if let Some((since, last)) = self.holds.get_mut(user) {
+            *since = (*since).min(began);
             *last = now;
             return;
         }
@@ -740,7 +747,7 @@ impl Floor {
                 self.holds.remove(&u);
             }
         }
-        self.holds.insert(user.clone(), (now, now));
+        self.holds.insert(user.clone(), (began, now));
     }
 
     /// Live claims (ours included) with the local time each was first seen.
@@ -842,7 +849,7 @@ impl Floor {
             }
             r.lease_until = r.lease_until.max(lease_until);
             let claim = r.claim.clone();
-            self.note_hold(&claim.user_id, now);
+            self.note_hold(&claim.user_id, claim.start_ts, now);
             if h.end {
                 self.end_remote(i, EndReason::Released, now);
             }
@@ -903,7 +910,7 @@ impl Floor {
         // A claim whose start was already stale when first seen (a talk
         // joined in its middle) is late against every other claim.
         let stale_start = h.start_ts.saturating_add(MAX_AGE_MS) < now;
-        self.note_hold(&claim.user_id, now);
+        self.note_hold(&claim.user_id, claim.start_ts, now);
         self.remote.push(Remote {
             claim: claim.clone(),
             since: if stale_start { u64::MAX } else { now },
