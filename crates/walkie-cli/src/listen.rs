@@ -53,8 +53,14 @@ fn print(value: &serde_json::Value) {
     let _ = writeln!(std::io::stdout().lock(), "{value}");
 }
 
+/// An engine event as printed; a talk's start also says when it arrived
+/// (`received_ms`, this machine's clock: press -> claim in the benches).
 fn to_json(event: &EngineEvent) -> Result<serde_json::Value, CliError> {
-    serde_json::to_value(event).map_err(|e| CliError::Other(e.into()))
+    let mut value = serde_json::to_value(event).map_err(|e| CliError::Other(e.into()))?;
+    if matches!(event, EngineEvent::TalkStarted { .. }) {
+        value["received_ms"] = json!(walkie_core::engine::now_ms());
+    }
+    Ok(value)
 }
 
 fn player_json(event: &PlayerEvent) -> serde_json::Value {

@@ -171,9 +171,13 @@ pub(super) fn random_session_id() -> SessionId {
     SessionId::from_entropy(bytes)
 }
 
+/// To-device messages Synapse hands out per sync response at most.
+const TO_DEVICE_PAGE: usize = 100;
+
 /// The driver task: applies sync responses and floor timeouts.
 pub(super) async fn run(inner: Arc<Inner>, mut syncs: mpsc::Receiver<SyncResponse>) {
     let mut first = true;
+    let mut ready = false;
     loop {
         let sleep = match inner.rooms.next_timeout() {
             Some(at) => Duration::from_millis(at.saturating_sub(now_ms())),
@@ -182,9 +186,15 @@ pub(super) async fn run(inner: Arc<Inner>, mut syncs: mpsc::Receiver<SyncRespons
         tokio::select! {
             response = syncs.recv() => {
                 let Some(response) = response else { break };
+                // A full page of to-device messages means more are waiting
+                // (e.g. the rest of a talk that ended while we were away):
+                // ready only once they are in, or a press could find a talk
+                // live whose `end` is on the next page.
+                let more_waiting = response.to_device.len() >= TO_DEVICE_PAGE;
                 handle_sync(&inner, response, first).await;
-                if first {
-                    first = false;
+                first = false;
+                if !ready && !more_waiting {
+                    ready = true;
                     inner.ready.notify_waiters();
                     inner.ready.notify_one();
                     let _ = inner.events.send(EngineEvent::Ready);
