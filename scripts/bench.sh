@@ -22,6 +22,8 @@
 #            write -> heard at the sink's monitor (scripts/pulse-latency.sh)
 #   idle     the desktop app signed in and idle: CPU, memory of the app and
 #            its webview, requests per minute, streams (scripts/bench-app-idle.sh)
+#   flood    press -> claim and frame latency with and without consent grants
+#            for 3000 made-up devices in the group (scripts/bench-consent-flood.sh)
 # Knobs: COUNTS ("1 5 10 20 50") listening devices for walkie and fanout;
 # PEER_COUNTS ("1 5") for mumble and chunked; OLM_COUNTS ("1 5 10") for the
 # per-device Olm fan-out (it takes seconds per message past that); RESULTS
@@ -36,7 +38,7 @@ RESULTS="${RESULTS:-$PWD/docs/bench-results.jsonl}"
 COUNTS="${COUNTS:-1 5 10 20 50}"
 PEER_COUNTS="${PEER_COUNTS:-1 5}"
 OLM_COUNTS="${OLM_COUNTS:-1 5 10}"
-ONLY="${ONLY:-walkie mumble chunked fanout audio idle}"
+ONLY="${ONLY:-walkie mumble chunked fanout audio idle flood}"
 [[ ${1:-} == report ]] && ONLY=""
 
 # The report's plot needs matplotlib: a small venv of its own, once.
@@ -56,6 +58,7 @@ want chunked && for n in $PEER_COUNTS; do STEPS+=("chunked $n"); done
 want fanout && STEPS+=("fanout sealed" "fanout olm")
 want audio && STEPS+=("audio" "device")
 want idle && STEPS+=("idle")
+want flood && STEPS+=("flood")
 STEP=0
 step() {
   STEP=$((STEP + 1))
@@ -139,6 +142,11 @@ if want idle; then
 import json, os
 r = json.loads(os.environ["LINE"]); r.update({"kind": "idle", "name": "walkie-app", "build": os.environ["BUILD"]})
 print(json.dumps(r))' >>"$RESULTS"
+fi
+
+if want flood; then
+  step "consent grants for 3000 made-up devices: press -> claim and frame latency"
+  OUT="$RESULTS" run flood bash scripts/bench-consent-flood.sh
 fi
 
 say "writing docs/benchmarks.json and docs/mouth-to-ear.png from $RESULTS"
