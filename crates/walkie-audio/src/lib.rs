@@ -19,6 +19,8 @@ pub mod capture;
 pub mod codec;
 pub mod cues;
 pub mod frames;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod jitter;
 pub mod mixing_queue;
 #[cfg(any(test, feature = "test-utils"))]

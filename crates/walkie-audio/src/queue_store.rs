@@ -933,3 +933,115 @@ mod tests {
         assert_eq!(store.load_all().unwrap().talks, vec![t]);
     }
 }
+
+/// Fuzzing of the store's files (issue 13): mutated sealed files (outer
+/// format, authentication) and validly sealed mutated plaintexts (the
+/// MessagePack inside) are read back as a talk or a typed error, never a
+/// panic. `WALKIE_FUZZ_CASES` sets the cases (default 2000 each).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    fn cases() -> u32 {
+        std::env::var("WALKIE_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2000)
+    }
+
+    /// Flips, truncates, inserts and overwrites bytes of `bytes`, driven
+    /// by `choices`.
+    fn mutate(bytes: &mut Vec<u8>, choices: &[(u8, u16, u8)]) {
+        for &(op, at, val) in choices {
+            let i = at as usize % bytes.len().max(1);
+            match op % 5 {
+                0 if !bytes.is_empty() => bytes[i] ^= 1 << (val % 8),
+                1 => bytes.truncate(i),
+                2 => bytes.insert(i.min(bytes.len()), val),
+                3 if !bytes.is_empty() => bytes[i] = val,
+                _ => bytes.extend(std::iter::repeat_n(val, at as usize % 64)),
+            }
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, QueueStore, PathBuf, Vec<u8>, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = QueueStore::open(dir.path().join("q"), &[9; 32]).unwrap();
+        let talk = StoredTalk {
+            meta: TalkMeta {
+                group: "!g:example.org".into(),
+                session: "fuzzsession0000000000A".into(),
+                sender: "@alice:example.org".into(),
+                start_ts_ms: 1_767_225_600_000,
+            },
+            order: 3,
+            frames: (0..20u64)
+                .map(|i| (i, vec![0xA5; 1 + i as usize]))
+                .collect(),
+        };
+        let path = store.save(&talk).unwrap();
+        let sealed = std::fs::read(&path).unwrap();
+        let name = store.name_for(&talk.meta.session).unwrap();
+        (dir, store, path, sealed, name)
+    }
+
+    #[test]
+    fn mutated_store_files_are_read_or_refused_never_a_panic() {
+        let (_dir, store, path, sealed, name) = store();
+        let plain = store
+            .open_sealed(TALK_MAGIC, name.as_bytes(), &sealed)
+            .unwrap();
+        let total = cases();
+        let mut runner = TestRunner::new(Config {
+            cases: total,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let (outer_refused, inner_refused) =
+            (std::cell::Cell::new(0u32), std::cell::Cell::new(0u32));
+        runner
+            .run(
+                &(
+                    proptest::bool::ANY,
+                    proptest::collection::vec(
+                        (
+                            proptest::num::u8::ANY,
+                            proptest::num::u16::ANY,
+                            proptest::num::u8::ANY,
+                        ),
+                        1..8,
+                    ),
+                ),
+                |(inner, choices)| {
+                    let bytes = if inner {
+                        // Validly sealed, so the MessagePack decoder and
+                        // the checks after it see the mutation.
+                        let mut p = plain.clone();
+                        mutate(&mut p, &choices);
+                        store.seal(TALK_MAGIC, name.as_bytes(), &p).unwrap()
+                    } else {
+                        let mut s = sealed.clone();
+                        mutate(&mut s, &choices);
+                        s
+                    };
+                    std::fs::write(&path, &bytes).unwrap();
+                    if store.load_file(&path).is_err() {
+                        let count = if inner {
+                            &inner_refused
+                        } else {
+                            &outer_refused
+                        };
+                        count.set(count.get() + 1);
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
+        let (outer, inner) = (outer_refused.get(), inner_refused.get());
+        println!(
+            "fuzz: {total} mutated store files, {outer} refused outside, {inner} refused inside, no panic"
+        );
+        assert!(outer > 0 && inner > 0);
+    }
+}

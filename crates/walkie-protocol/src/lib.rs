@@ -44,6 +44,8 @@ pub mod sealed;
 pub mod talk_reference;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod wire_tests;
 
 pub use audio::{ChunkHeader, ValidatedChunk};
