@@ -6,6 +6,7 @@
 //! driven over WebDriver ([`webdriver`]).
 #![recursion_limit = "256"]
 
+pub mod delay_proxy;
 pub mod desktop;
 pub mod pulse;
 pub mod secret_service;

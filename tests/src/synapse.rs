@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::json;
@@ -102,6 +102,81 @@ fn log_config() -> serde_json::Value {
     })
 }
 
+/// How a Synapse takes part in federation (see
+/// [`Synapse::start_federating`]).
+#[derive(Debug, Clone)]
+pub struct Federation {
+    /// The port its federation listener binds on 127.0.0.1.
+    pub listen_port: u16,
+    /// Its server name, `127.0.0.1:PORT`: the port other servers dial (a
+    /// [`DelayProxy`](crate::delay_proxy::DelayProxy) in front of
+    /// `listen_port`, or `listen_port` itself).
+    pub server_name: String,
+}
+
+impl Federation {
+    /// A free port to listen on, and the server name other servers reach
+    /// it by (`dial_port`, a proxy's, or `None`: the listener itself).
+    pub fn on_free_port(dial_port: Option<u16>) -> Result<Self> {
+        let listen_port = free_loopback_port()?;
+        Ok(Self {
+            listen_port,
+            server_name: format!("127.0.0.1:{}", dial_port.unwrap_or(listen_port)),
+        })
+    }
+}
+
+/// Adds a TLS federation listener (a self-signed certificate made with
+/// openssl) and the settings two loopback servers need to federate
+/// (measured in DESIGN.md: unchecked certificates, no IP range block, no
+/// trusted key server).
+fn federate(cfg: &mut serde_json::Value, dir: &Path, fed: &Federation) -> Result<()> {
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    if !cert.exists() {
+        let out = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .context("running openssl (apt package openssl) for a TLS certificate")?;
+        ensure!(
+            out.status.success(),
+            "openssl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let obj = cfg.as_object_mut().context("config is an object")?;
+    obj.insert("server_name".into(), json!(fed.server_name));
+    obj.insert("tls_certificate_path".into(), json!(cert.to_string_lossy()));
+    obj.insert("tls_private_key_path".into(), json!(key.to_string_lossy()));
+    obj.insert("federation_verify_certificates".into(), json!(false));
+    obj.insert("ip_range_blacklist".into(), json!([]));
+    obj.insert("federation_ip_range_blacklist".into(), json!([]));
+    obj.insert("trusted_key_servers".into(), json!([]));
+    let listeners = obj
+        .get_mut("listeners")
+        .and_then(|l| l.as_array_mut())
+        .context("listeners")?;
+    listeners.push(json!({
+        "port": fed.listen_port,
+        "bind_addresses": ["127.0.0.1"],
+        "type": "http",
+        "tls": true,
+        "x_forwarded": false,
+        "resources": [{"names": ["federation"], "compress": false}],
+    }));
+    Ok(())
+}
+
 /// The homeserver configuration (JSON is valid YAML).
 fn config(dir: &Path, port: u16, shared_secret: &str, macaroon: &str) -> serde_json::Value {
     let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
@@ -151,6 +226,17 @@ impl Synapse {
     /// Like [`Synapse::start`], with `overrides` (a JSON object) merged over
     /// the top-level keys of the configuration.
     pub async fn start_with(overrides: serde_json::Value) -> Result<Self> {
+        Self::start_inner(overrides, None).await
+    }
+
+    /// A Synapse that federates: named `fed.server_name`, its federation
+    /// listener (TLS, a self-signed certificate) on `fed.listen_port`,
+    /// certificates of other servers not checked, loopback addresses allowed.
+    pub async fn start_federating(fed: &Federation) -> Result<Self> {
+        Self::start_inner(serde_json::Value::Null, Some(fed)).await
+    }
+
+    async fn start_inner(overrides: serde_json::Value, fed: Option<&Federation>) -> Result<Self> {
         let python = synapse_python()?;
         let mut dir = tempfile::Builder::new()
             .prefix("walkie-synapse-")
@@ -172,6 +258,9 @@ impl Synapse {
         for _attempt in 0..3 {
             let port = free_loopback_port()?;
             let mut cfg = config(dir.path(), port, &shared_secret, &macaroon);
+            if let Some(fed) = fed {
+                federate(&mut cfg, dir.path(), fed)?;
+            }
             if let (Some(cfg), Some(extra)) = (cfg.as_object_mut(), overrides.as_object()) {
                 cfg.extend(extra.clone());
             }
@@ -179,26 +268,7 @@ impl Synapse {
             std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg)?)?;
             let log = std::fs::File::create(&log_path)?;
             let started = Instant::now();
-            let mut cmd = Command::new(&python);
-            cmd.args(["-m", "synapse.app.homeserver", "-c"])
-                .arg(&cfg_path)
-                .current_dir(dir.path())
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log);
-            // SAFETY: prctl is async-signal-safe; it only asks the kernel to
-            // send SIGTERM to Synapse when the test process dies.
-            unsafe {
-                cmd.pre_exec(|| {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-            let child = cmd
-                .spawn()
-                .with_context(|| format!("starting {}", python.display()))?;
+            let child = spawn_synapse(&python, dir.path(), log)?;
             let mut server = Synapse {
                 child: Some(child),
                 dir,
@@ -231,6 +301,31 @@ impl Synapse {
             }
         }
         Err(last_err.unwrap_or_else(|| anyhow::anyhow!("synapse did not start")))
+    }
+
+    /// Kills Synapse with SIGKILL (a crash: no clean shutdown, nothing
+    /// flushed) and reaps it.
+    pub fn kill(&mut self) -> Result<()> {
+        let mut child = self.child.take().context("synapse is not running")?;
+        child.kill()?;
+        child.wait()?;
+        eprintln!("synapse: killed (SIGKILL)");
+        Ok(())
+    }
+
+    /// Starts Synapse again after [`kill`](Self::kill): same port,
+    /// configuration, database and media store; returns once it answers.
+    pub async fn restart(&mut self) -> Result<()> {
+        ensure!(self.child.is_none(), "synapse is still running");
+        let python = synapse_python()?;
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)?;
+        let started = Instant::now();
+        self.child = Some(spawn_synapse(&python, self.dir.path(), log)?);
+        self.wait_until_ready(started).await?;
+        eprintln!("synapse: restarted in {} ms", started.elapsed().as_millis());
+        Ok(())
     }
 
     async fn wait_until_ready(&mut self, started: Instant) -> Result<()> {
@@ -380,6 +475,30 @@ impl Synapse {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// Runs Synapse from `dir` (its `homeserver.yaml`), output to `log`; it gets
+/// SIGTERM when the test process dies.
+fn spawn_synapse(python: &Path, dir: &Path, log: std::fs::File) -> Result<Child> {
+    let mut cmd = Command::new(python);
+    cmd.args(["-m", "synapse.app.homeserver", "-c"])
+        .arg(dir.join("homeserver.yaml"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: prctl is async-signal-safe; it only asks the kernel to send
+    // SIGTERM to Synapse when the test process dies.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .with_context(|| format!("starting {}", python.display()))
 }
 
 impl Drop for Synapse {
