@@ -105,6 +105,15 @@ async fn live_talk_across(one_way: Duration) -> Result<()> {
         .context("no talk_started")?;
     let claim_ms = started["received_ms"].as_u64().unwrap_or(0) as i64
         - started["start_ts"].as_u64().unwrap_or(0) as i64;
+    for e in seen.iter().filter(|e| e["event"] == "dropped") {
+        eprintln!("bob dropped: {e}");
+    }
+    let first_frame = seen
+        .iter()
+        .filter(|e| e["event"] == "audio")
+        .map(|e| e["frame_index"].as_u64().unwrap_or(0))
+        .min();
+    eprintln!("first frame bob accepted: {first_frame:?}");
     let heard = wav::read_wav_mono_48k(saved["path"].as_str().context("path")?)?;
     let source = wav::read_wav_mono_48k(&speech)?;
     let (corr, lag) = normalised_cross_correlation(&source, &heard, 48_000);

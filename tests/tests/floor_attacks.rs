@@ -3,8 +3,8 @@
 //! own (cross-signed) device, sending crafted walkie content Olm-encrypted
 //! to the devices she picks:
 //!
-//! - a claim back-dated to just before alice's, 3.5 s into alice's talk
-//!   (past the 3 s collision window), to alice only, kept alive;
+//! - a claim back-dated to just before alice's, 5.5 s into alice's talk
+//!   (past the 5 s collision window), to alice only, kept alive;
 //! - the same to bob only (to deafen him);
 //! - in a group whose longest talk is 2 s, a new session every second,
 //!   never ended, to everyone.
@@ -168,7 +168,7 @@ async fn back_dated_claims_after_the_window_neither_cut_alice_nor_deafen_bob() -
     let bob_device = rogue.device(&b.user_id, &devices[1]).await?;
 
     let speech = root.path().join("speech.wav");
-    speech_wav(&speech, 8.0)?;
+    speech_wav(&speech, 10.0)?;
     let alice_log = root.path().join("alice-talk.log");
     let talk = alice
         .command()
@@ -181,8 +181,8 @@ async fn back_dated_claims_after_the_window_neither_cut_alice_nor_deafen_bob() -
         e["event"] == "talk_started" && e["user_id"] == a.user_id.as_str()
     })?;
     let start_ts = started["start_ts"].as_u64().context("start_ts")?;
-    // 3.5 s into alice's talk (her clock), past the collision window.
-    let attack_at = start_ts + 3_500;
+    // 5.5 s into alice's talk (her clock), past the collision window.
+    let attack_at = start_ts + walkie_core::protocol::floor::COLLISION_WINDOW_MS + 500;
     tokio::time::sleep(Duration::from_millis(attack_at.saturating_sub(now_ms()))).await;
     let hold = Duration::from_secs(3);
     let (only_alice, only_bob) = ([&alice_device], [&bob_device]);
@@ -229,16 +229,16 @@ async fn back_dated_claims_after_the_window_neither_cut_alice_nor_deafen_bob() -
     );
     let samples = saved["samples"].as_u64().unwrap_or(0);
     assert!(
-        (8 * 48_000 - 4_800..=8 * 48_000 + 4_800).contains(&samples),
-        "bob saved {samples} samples of alice's 8 s: {saved}"
+        (10 * 48_000 - 4_800..=10 * 48_000 + 4_800).contains(&samples),
+        "bob saved {samples} samples of alice's 10 s: {saved}"
     );
-    // Posted: bob reads an 8 s voice message.
+    // Posted: bob reads a 10 s voice message.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let posted = voice_messages(&hs, &bob, &room).await?;
         if let Some((content, _)) = posted.first() {
             let ms = content["info"]["duration"].as_u64().unwrap_or(0);
-            assert!((7_500..=8_500).contains(&ms), "posted {content}");
+            assert!((9_500..=10_500).contains(&ms), "posted {content}");
             break;
         }
         ensure!(Instant::now() < deadline, "alice's talk was not posted");

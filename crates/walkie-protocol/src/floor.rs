@@ -90,11 +90,12 @@ mod sim;
 /// (a message cannot arrive before it is sent, so only skew makes it look
 /// early). A talker whose clock is ahead only hurts itself (later claims).
 pub const MAX_FUTURE_MS: u64 = 1_000;
-/// How far behind local now a message's `ts` may be: federation latency
-/// (measured 1.1–3.1 s across a 1 s link, in bursts) plus [`MAX_FUTURE_MS`]
-/// of skew plus margin. Later than this, audio is useless and a claim could
-/// be a replay.
-pub const MAX_AGE_MS: u64 = 5_000;
+/// How far behind local now a message's `ts` may be: the first burst of a
+/// talk across a 1 s federation link arrived 5.2 s after capture (the Olm
+/// key claim's round trip, then Synapse's one transaction in flight per
+/// destination), plus [`MAX_FUTURE_MS`] of skew and margin. Later than
+/// this, audio is useless and a claim could be a replay.
+pub const MAX_AGE_MS: u64 = 8_000;
 /// Slack on `max_talk_ms` when receivers judge `ts - start_ts`.
 pub const MAX_TALK_SLACK_MS: u64 = 500;
 /// Width of the per-session replay window, in sequence numbers.
@@ -104,13 +105,15 @@ pub const MAX_REMEMBERED: usize = 4_096;
 /// Cap on simultaneously live remote sessions tracked in one room.
 pub const MAX_LIVE_SESSIONS: usize = 64;
 /// Collision window: a claim first seen more than this long after another
-/// live claim was first seen (at this client) arrived too late to contest
-/// it, whatever its `start_ts` says. Honest collisions are seen within one
-/// network delay of each other everywhere (measured: 19–29 ms on one
-/// homeserver, ~1.1 s for a first message across a 1 s federation link), so
-/// they are still resolved by the order; a back-dated claim that turns up
-/// later cannot cut an established talker.
-pub const COLLISION_WINDOW_MS: u64 = 3_000;
+/// live claim was first seen (at this client; our own claim: at the press)
+/// arrived too late to contest it, whatever its `start_ts` says. An honest
+/// claim reaches a client within the largest one-way delay (measured: 19–29
+/// ms on one homeserver, up to 3.1 s across a 1 s federation link) plus
+/// clock skew, so honest collisions are still resolved by the order; a
+/// back-dated claim that turns up later cannot cut an established talker.
+/// (3 s was too short: the simulator's bursty federation model then had two
+/// talkers each keeping the floor, property (g).)
+pub const COLLISION_WINDOW_MS: u64 = 5_000;
 /// A user's new session that starts while another of its sessions is live,
 /// or within this long of the last one ending, continues the same hold of
 /// the floor (see [`Floor`]'s rule 6).

@@ -27,7 +27,10 @@
 //!     after its last message arrived there (tighter than lease + max delay
 //!     after it vanished);
 //! (d) a client never starts or keeps transmitting while it believes
-//!     another client holds the floor.
+//!     another client holds the floor;
+//! (g) two clients transmit at once for at most one maximum link delay plus
+//!     the clocks' skew (the later one stops when the earlier claim reaches
+//!     it: it is never late there).
 //!
 //! With one adversarial member among the honest clients (a rogue that
 //! consents like the others but sends crafted messages: claims back-dated
@@ -167,6 +170,8 @@ struct Client {
     timer_generation: u64,
     /// Model built from the event stream alone.
     transmitting: Option<SessionId>,
+    /// Real time the current transmission started.
+    transmitting_since: u64,
     playing: Option<Claim>,
 }
 
@@ -289,6 +294,7 @@ impl Sim {
                     vanished: false,
                     timer_generation: 0,
                     transmitting: None,
+                    transmitting_since: 0,
                     playing: None,
                 }
             })
@@ -422,6 +428,7 @@ impl Sim {
                     assert!(cl.playing.is_none(), "(d) client {c} starts over a holder");
                     assert!(cl.transmitting.is_none());
                     cl.transmitting = Some(session_id.clone());
+                    cl.transmitting_since = self.now;
                     self.stats.starts += 1;
                     self.first_seen.insert((c, session_id.clone()), self.now);
                     // The claim reaches everyone within one delay; a loser
@@ -776,6 +783,32 @@ impl Sim {
         }
     }
 
+    /// (g) Two honest clients transmit at once only until the later one
+    /// learns of the earlier claim: at most one maximum link delay plus
+    /// the clocks' skew (600 ms) and a tick.
+    fn check_overlap(&self) {
+        if !self.check_agreement {
+            return;
+        }
+        let since: Vec<u64> = self
+            .clients
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| c.transmitting.is_some() && !c.vanished && Some(*i) != self.rogue)
+            .map(|(_, c)| c.transmitting_since)
+            .collect();
+        if since.len() < 2 {
+            return;
+        }
+        let overlap = self.now - since.iter().copied().max().unwrap_or(self.now);
+        assert!(
+            overlap <= self.max_delay + 600 + TICK_MS,
+            "(g) {} clients have transmitted together for {overlap} ms (max delay {})",
+            since.len(),
+            self.max_delay
+        );
+    }
+
     fn check_agreement(&mut self) {
         let rogue = self.rogue;
         let views: Vec<Option<SessionId>> = self
@@ -807,6 +840,7 @@ impl Sim {
                 continue;
             };
             self.step(ev);
+            self.check_overlap();
             if self.check_agreement && self.now >= self.quiet_until {
                 self.check_agreement();
             }

@@ -383,7 +383,7 @@ fn an_already_ended_earlier_claim_does_not_stop_the_local_talker() {
 #[test]
 fn freshness_bounds() {
     let mut f = me();
-    let now = T0 + 10_000;
+    let now = T0 + 20_000;
     assert_eq!(
         f.handle_chunk(&chunk("bob", "b1", 0, now + 1_001, now + 1_001, false), now),
         ChunkVerdict::Ignored(Rejection::FromFuture {
@@ -391,16 +391,15 @@ fn freshness_bounds() {
             now
         })
     );
+    let too_old = now - MAX_AGE_MS - 1;
     assert_eq!(
-        f.handle_chunk(&chunk("bob", "b2", 0, now - 5_001, now - 5_001, false), now),
-        ChunkVerdict::Ignored(Rejection::Stale {
-            ts: now - 5_001,
-            now
-        })
+        f.handle_chunk(&chunk("bob", "b2", 0, too_old, too_old, false), now),
+        ChunkVerdict::Ignored(Rejection::Stale { ts: too_old, now })
     );
-    // within the bounds: honoured, even though late (3.1 s federation burst)
+    // within the bounds: honoured, even though late (5.2 s: the first
+    // burst of a talk across a 1 s federation link)
     assert_eq!(
-        f.handle_chunk(&chunk("bob", "b3", 0, now - 3_100, now - 3_100, false), now),
+        f.handle_chunk(&chunk("bob", "b3", 0, now - 5_200, now - 5_200, false), now),
         ChunkVerdict::Play
     );
     assert_eq!(
@@ -412,14 +411,15 @@ fn freshness_bounds() {
     );
     // a stale message of a live session does not renew its lease
     let lease = f.poll_timeout();
+    let later = now + MAX_AGE_MS - 5_200 + 1;
     assert_eq!(
         f.handle_chunk(
-            &chunk("bob", "b3", 1, now - 3_100, now - 3_100, false),
-            now + 2_000
+            &chunk("bob", "b3", 1, now - 5_200, now - 5_200, false),
+            later
         ),
         ChunkVerdict::Ignored(Rejection::Stale {
-            ts: now - 3_100,
-            now: now + 2_000
+            ts: now - 5_200,
+            now: later
         })
     );
     assert_eq!(f.poll_timeout(), lease);
@@ -737,14 +737,22 @@ fn a_back_dated_claim_after_the_window_does_not_cut_the_talker() {
 fn a_listener_does_not_switch_to_a_late_back_dated_claim() {
     let mut f = me();
     f.handle_chunk(&chunk("alice", "a1", 0, T0, T0, false), T0 + 30);
-    keep_alive(&mut f, "alice", "a1", T0, 1, T0, T0 + 3_500);
+    keep_alive(
+        &mut f,
+        "alice",
+        "a1",
+        T0,
+        1,
+        T0,
+        T0 + COLLISION_WINDOW_MS + 500,
+    );
     assert_eq!(
         events(&mut f),
         vec![FloorEvent::Holder {
             claim: claim("alice", "a1", T0)
         }]
     );
-    let at = T0 + 3_600;
+    let at = T0 + COLLISION_WINDOW_MS + 600;
     let v = f.handle_chunk(&chunk("mallory", "m1", 0, T0 - 1, at, false), at);
     assert_eq!(v, ChunkVerdict::Track);
     keep_alive(&mut f, "mallory", "m1", T0 - 1, 1, at, at + 2_000);
