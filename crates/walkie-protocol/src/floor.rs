@@ -70,6 +70,14 @@
 //!    `lease_ms` (the cool-down), so nobody holds the floor past
 //!    `max_talk_ms` plus the slack by chaining sessions.
 //!
+//! 9. **A collision loser never surfaces later.** A claim that started
+//!    after a talk's claim, within the collision window, and more than
+//!    [`RELEASE_SKEW_MS`] before that talk's `end` lost a collision with it
+//!    (an honest client presses only on a free floor); once that talk is
+//!    released the loser never becomes the holder here, even when its claim
+//!    arrives late (across a slow federation link, after the winner's
+//!    `end`).
+//!
 //! Residual risk: a device whose clock runs behind by up to
 //! [`MAX_AGE_MS`] minus the network delay gets earlier `start_ts`s and so
 //! wins overlapping claims it should have lost. Every client still agrees,
@@ -121,6 +129,14 @@ pub const CHAIN_GAP_MS: u64 = 1_000;
 /// Our own sessions chain when less than this lies between them: receivers
 /// may see a gap up to one collision window shorter than we do.
 pub const LOCAL_CHAIN_GAP_MS: u64 = CHAIN_GAP_MS + COLLISION_WINDOW_MS;
+/// A claim is a collision loser of a released talk (rule 9) only if it
+/// started more than this before that talk's `end` (sender clocks): the
+/// skew tolerated between two clients, so that an honest next talker, who
+/// pressed after the `end` reached it, is never taken for a loser. (200 ms
+/// was too little: the simulator, clocks ±300 ms, found it.)
+pub const RELEASE_SKEW_MS: u64 = MAX_FUTURE_MS;
+/// Released talks remembered for rule 9.
+const RELEASED_KEPT: usize = 32;
 /// Cap on users (and devices) tracked for holds, cool-downs and newest
 /// sessions (oldest forgotten first). Senders reach the floor only with a
 /// consent that counts, which the engine caps far lower.
@@ -294,6 +310,8 @@ struct Remote {
     /// Local time this claim was first seen; `u64::MAX` for a claim whose
     /// `start_ts` was already stale then (late against every other claim).
     since: u64,
+    /// Rule 9: a collision loser of a talk since released; never the holder.
+    beaten: bool,
     highest_seq: u32,
     /// Bit i set: `highest_seq - i` seen.
     window: u64,
@@ -335,6 +353,9 @@ pub struct Floor {
     /// Per remote user: claims refused until this local time.
     cooldowns: HashMap<UserId, u64>,
     announced: Option<Claim>,
+    /// Talks that ended with their `end` message (ours too): the claim and
+    /// the end's `ts` (rule 9).
+    released: VecDeque<(Claim, u64)>,
     just_ended: Vec<(Claim, EndReason)>,
     events: VecDeque<FloorEvent>,
     transmit: VecDeque<ChunkHeader>,
@@ -376,6 +397,7 @@ impl Floor {
             holds: HashMap::new(),
             cooldowns: HashMap::new(),
             announced: None,
+            released: VecDeque::new(),
             just_ended: Vec::new(),
             events: VecDeque::new(),
             transmit: VecDeque::new(),
@@ -659,6 +681,7 @@ impl Floor {
         if reason == StopReason::MaxTalk {
             self.local_cooldown_until = now.saturating_add(LOCAL_CHAIN_GAP_MS);
         }
+        self.note_released(&local.claim, now, now);
         let start = local.claim.start_ts;
         self.transmit.push_back(ChunkHeader {
             session_id: local.claim.session_id.clone(),
@@ -754,11 +777,15 @@ impl Floor {
     }
 
     /// Live claims (ours included) with the local time each was first seen.
+    /// (Beaten claims, rule 9, take no part: they neither hold nor make
+    /// others late.)
     fn live_claims(&self) -> impl Iterator<Item = (&Claim, u64)> {
-        self.local
-            .iter()
-            .map(|l| (&l.claim, l.since))
-            .chain(self.remote.iter().map(|r| (&r.claim, r.since)))
+        self.local.iter().map(|l| (&l.claim, l.since)).chain(
+            self.remote
+                .iter()
+                .filter(|r| !r.beaten)
+                .map(|r| (&r.claim, r.since)),
+        )
     }
 
     /// Rule 6: whether a claim first seen at `since` arrived too late to
@@ -769,7 +796,48 @@ impl Floor {
         })
     }
 
-    /// The lowest live claim that is not late (rule 6): the holder.
+    /// Rule 9: remembers that `claim`'s talk ended with `end_ts`.
+    fn note_released(&mut self, claim: &Claim, end_ts: u64, now: u64) {
+        let horizon = MAX_AGE_MS + COLLISION_WINDOW_MS;
+        self.released
+            .retain(|(_, end)| end.saturating_add(horizon) >= now);
+        if self.released.len() >= RELEASED_KEPT {
+            self.released.pop_front();
+        }
+        self.released.push_back((claim.clone(), end_ts));
+        // Live claims that lost to it and are waiting behind it (not the
+        // one being played) will not take over.
+        let announced = self.announced.clone();
+        for i in 0..self.remote.len() {
+            let c = &self.remote[i].claim;
+            if Some(c) != announced.as_ref() && self.beaten(c) {
+                self.remote[i].beaten = true;
+            }
+        }
+        // And if ours lost to it (its claim reaches us only now, with its
+        // end), we stop as everyone else ignores us.
+        if self.local.as_ref().is_some_and(|l| self.beaten(&l.claim)) {
+            self.stop_local(StopReason::LostTo(claim.clone()), now);
+            self.events.push_back(FloorEvent::Busy {
+                holder: claim.clone(),
+            });
+        }
+    }
+
+    /// Rule 9: whether `claim` lost a collision with a talk that has since
+    /// been released: it started after that talk's claim, within the
+    /// collision window, and before its `end`. Its talker stops (or has
+    /// stopped) once it learns of the winner; it never holds the floor here.
+    fn beaten(&self, claim: &Claim) -> bool {
+        self.released.iter().any(|(winner, end_ts)| {
+            winner < claim
+                && claim.start_ts <= winner.start_ts.saturating_add(COLLISION_WINDOW_MS)
+                && claim.start_ts.saturating_add(RELEASE_SKEW_MS) < *end_ts
+        })
+    }
+
+    /// The lowest live claim that is neither late (rule 6) nor beaten
+    /// (rule 9): the holder.
     fn lowest_contender(&self) -> Option<Claim> {
         self.live_claims()
             .filter(|(c, since)| !self.is_late(c, *since))
@@ -854,6 +922,7 @@ impl Floor {
             let claim = r.claim.clone();
             self.note_hold(&claim.user_id, claim.start_ts, now);
             if h.end {
+                self.note_released(&claim, h.ts, now);
                 self.end_remote(i, EndReason::Released, now);
             }
             return Ok(claim);
@@ -914,15 +983,18 @@ impl Floor {
         // joined in its middle) is late against every other claim.
         let stale_start = h.start_ts.saturating_add(MAX_AGE_MS) < now;
         self.note_hold(&claim.user_id, claim.start_ts, now);
+        let beaten = self.beaten(&claim);
         self.remote.push(Remote {
             claim: claim.clone(),
             since: if stale_start { u64::MAX } else { now },
+            beaten,
             highest_seq: h.seq,
             window: 1,
             lease_until,
             forget_at: horizon,
         });
         if h.end {
+            self.note_released(&claim, h.ts, now);
             let i = self.remote.len() - 1;
             self.end_remote(i, EndReason::Released, now);
         }
@@ -937,7 +1009,7 @@ impl Floor {
             let winner = self
                 .remote
                 .iter()
-                .filter(|r| r.claim < local.claim && !self.is_late(&r.claim, r.since))
+                .filter(|r| r.claim < local.claim && !r.beaten && !self.is_late(&r.claim, r.since))
                 .map(|r| &r.claim)
                 .min()
                 .cloned();

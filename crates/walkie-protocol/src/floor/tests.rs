@@ -291,16 +291,31 @@ fn local_talker_keeps_floor_against_a_later_claim() {
     assert!(events(&mut f).is_empty());
     assert!(f.holder_is_local());
     // if we release while bob (who has not heard us yet) still talks, he
-    // holds the floor
-    f.release(T0 + 1_000);
+    // does not take over (rule 9): he pressed during our talk, so he lost,
+    // and stops when our claim reaches him (with its end, if need be)
+    f.release(T0 + 2_000);
     let ev = events(&mut f);
     assert!(
         matches!(
             &ev[..],
-            [FloorEvent::StopTransmitting { .. }, FloorEvent::Holder { claim }] if claim.user_id == user("bob")
+            [FloorEvent::StopTransmitting { .. }, FloorEvent::Free]
         ),
         "{ev:?}"
     );
+    // bob's side of it
+    let mut g = Floor::new(room(), user("bob"), dev("BOB"), CFG, counter("bob"));
+    g.press(T0 + 10);
+    events(&mut g);
+    // only our end reaches bob (our claim, reordered, comes later)
+    g.handle_chunk(&chunk("me", "m1", 99, T0, T0 + 2_000, true), T0 + 2_501);
+    assert!(!g.is_transmitting(), "the loser kept talking");
+    assert!(events(&mut g).iter().any(|e| matches!(
+        e,
+        FloorEvent::StopTransmitting {
+            reason: StopReason::LostTo(_),
+            ..
+        }
+    )));
 }
 
 #[test]
