@@ -21,7 +21,7 @@ APT_PACKAGES=(
   librsvg2-dev libxdo-dev libsoup-3.0-dev libjavascriptcoregtk-4.1-dev
   python3 python3-venv
   xvfb xauth dbus trayer xdotool x11-utils imagemagick iproute2
-  espeak-ng sox opus-tools
+  espeak-ng sox opus-tools openssl
   libasound2-dev libasound2-plugins pulseaudio pulseaudio-utils
   libdbus-1-dev gnome-keyring libsecret-tools
   webkit2gtk-driver
