@@ -267,6 +267,15 @@ async fn run(app: AppHandle, mut account: Account, config: &AppConfig) {
                 crate::trust::spawn_refresh_device_state(&app);
             }
         }
+        if matches!(event, EngineEvent::SignedOut) {
+            // The token was revoked (signed out from another client, or
+            // this device deleted): the engine stopped syncing.
+            tracing::warn!("signed out elsewhere: please sign in again");
+            status.update(&app, |s| {
+                s.account = AccountState::SignedOut;
+                s.error = Some("Signed out elsewhere: please sign in again".into());
+            });
+        }
         radio.on_engine_event(&app, event);
     }
     if app.state::<Running>().0.lock().await.is_some() {

@@ -143,6 +143,10 @@ pub async fn run(
             _ = sleep => break,
         };
         let Some(event) = event else { break };
+        if matches!(event, EngineEvent::SignedOut) {
+            print(&to_json(&event)?);
+            return Err(CliError::NotSignedIn);
+        }
         let in_wanted_room = match &event {
             EngineEvent::TalkStarted { room_id, .. }
             | EngineEvent::Audio { room_id, .. }

@@ -265,6 +265,7 @@ async fn start_engine(
     loop {
         match events.recv().await {
             Some(EngineEvent::Ready) => return Ok((engine, tasks, events)),
+            Some(EngineEvent::SignedOut) => return Err(CliError::NotSignedIn),
             Some(_) => continue,
             None => {
                 return Err(CliError::Other(anyhow::anyhow!(

@@ -36,7 +36,7 @@ pub fn make_created_files_private() {
 }
 pub use engine::{Engine, EngineError, EngineEvent, EngineTasks, Talk};
 pub use station::{Playback, Station};
-pub use sync_loop::{SyncLoop, SyncLoopHandle};
+pub use sync_loop::{SyncLoop, SyncLoopHandle, Synced};
 /// The pure rules (identifiers, group, consent, audio, floor, room machine).
 pub use walkie_protocol as protocol;
 

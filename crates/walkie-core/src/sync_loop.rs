@@ -2,7 +2,9 @@
 //! second after any sync that returned within a second of the previous one,
 //! which would hold live audio back by up to a second; this loop calls
 //! `sync_once` back to back (one parked long-poll when idle) and backs off
-//! only on errors.
+//! only on errors. A revoked access token (signed out from another
+//! client, device deleted) ends it with [`Synced::SignedOut`]: retrying
+//! could never succeed, so nothing is retried.
 
 use std::time::Duration;
 
@@ -13,6 +15,22 @@ use tokio::{
 };
 
 use crate::backoff::Backoff;
+
+/// What the loop hands on.
+#[derive(Debug)]
+pub enum Synced {
+    Response(Box<SyncResponse>),
+    /// The homeserver no longer knows our access token; the loop ended.
+    SignedOut,
+}
+
+/// Whether `error` says the access token is no longer valid.
+fn token_revoked(error: &matrix_sdk::Error) -> bool {
+    matches!(
+        error.client_api_error_kind(),
+        Some(matrix_sdk::ruma::api::error::ErrorKind::UnknownToken(_))
+    )
+}
 
 /// How long one /sync may park on the homeserver when nothing happens.
 pub const DEFAULT_LONG_POLL: Duration = Duration::from_secs(30);
@@ -56,7 +74,7 @@ impl SyncLoopHandle {
 impl SyncLoop {
     /// Starts syncing `client`; each response goes to `responses`. The loop
     /// ends when stopped or when the receiver is dropped.
-    pub fn spawn(self, client: Client, responses: mpsc::Sender<SyncResponse>) -> SyncLoopHandle {
+    pub fn spawn(self, client: Client, responses: mpsc::Sender<Synced>) -> SyncLoopHandle {
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut backoff = Backoff::new(self.backoff_initial, self.backoff_max);
@@ -72,9 +90,18 @@ impl SyncLoop {
                     Ok(response) => {
                         backoff.reset();
                         long_poll = self.long_poll;
-                        if responses.send(response).await.is_err() {
+                        if responses
+                            .send(Synced::Response(Box::new(response)))
+                            .await
+                            .is_err()
+                        {
                             break;
                         }
+                    }
+                    Err(e) if token_revoked(&e) => {
+                        tracing::warn!(error = %e, "the access token was revoked (signed out elsewhere); sync stopped");
+                        let _ = responses.send(Synced::SignedOut).await;
+                        break;
                     }
                     Err(e) => {
                         let delay = backoff.next_delay();

@@ -264,7 +264,8 @@ impl Radio {
             | EngineEvent::TalkEnded { .. }
             | EngineEvent::FloorFree { .. }
             | EngineEvent::TransmitStopped { .. }
-            | EngineEvent::Dropped { .. } => {}
+            | EngineEvent::Dropped { .. }
+            | EngineEvent::SignedOut => {}
         }
         if let Some(station) = self.station() {
             station.forward(&event);

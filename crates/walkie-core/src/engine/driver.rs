@@ -175,7 +175,7 @@ pub(super) fn random_session_id() -> SessionId {
 const TO_DEVICE_PAGE: usize = 100;
 
 /// The driver task: applies sync responses and floor timeouts.
-pub(super) async fn run(inner: Arc<Inner>, mut syncs: mpsc::Receiver<SyncResponse>) {
+pub(super) async fn run(inner: Arc<Inner>, mut syncs: mpsc::Receiver<crate::Synced>) {
     let mut first = true;
     let mut ready = false;
     loop {
@@ -185,7 +185,14 @@ pub(super) async fn run(inner: Arc<Inner>, mut syncs: mpsc::Receiver<SyncRespons
         };
         tokio::select! {
             response = syncs.recv() => {
-                let Some(response) = response else { break };
+                let response = match response {
+                    Some(crate::Synced::Response(r)) => *r,
+                    Some(crate::Synced::SignedOut) => {
+                        let _ = inner.events.send(EngineEvent::SignedOut);
+                        break;
+                    }
+                    None => break,
+                };
                 // A full page of to-device messages means more are waiting
                 // (e.g. the rest of a talk that ended while we were away):
                 // ready only once they are in, or a press could find a talk

@@ -80,6 +80,10 @@ pub fn describe(claim: &Claim) -> String {
 pub enum EngineEvent {
     /// The first sync finished: room state is known.
     Ready,
+    /// The homeserver no longer knows our access token (signed out from
+    /// another client, or this device was deleted): sign in again. The
+    /// engine stopped syncing; it sends no more requests.
+    SignedOut,
     /// A remote talker holds the floor of a room: play only this session.
     TalkStarted {
         room_id: String,

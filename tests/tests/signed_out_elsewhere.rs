@@ -1,0 +1,105 @@
+//! The access token is revoked on the server (issue 13): bob's listener is
+//! signed out from another client (`/logout` with its token). The listener
+//! says so (`signed_out`) and exits with the CLI's not-signed-in code; it
+//! does not retry (a handful of /sync requests after the revocation, no
+//! loop); a later command exits the same way at once.
+#![recursion_limit = "256"]
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use reqwest::Method;
+use serde_json::{json, Value};
+use walkie_tests::Synapse;
+
+mod common;
+use common::*;
+
+/// The CLI's exit code for "not signed in" (`walkie_cli::exit`).
+const NOT_SIGNED_IN: i32 = 9;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_signs_the_cli_out_without_retrying() -> Result<()> {
+    let hs = Synapse::start().await?;
+    let root = tempfile::tempdir()?;
+    let (a, b) = (hs.register("alice").await?, hs.register("bob").await?);
+    let (alice, bob) = (Cli::new(root.path(), "alice"), Cli::new(root.path(), "bob"));
+    login(&hs, &alice, &a)?;
+    login(&hs, &bob, &b)?;
+    let room = group(&alice, &[(&bob, &b.user_id)], &[])?;
+    bob.ok(&["consent", &room, "--for", "1h"])?;
+    let out = root.path().join("out");
+    let (mut listener, rx) = bob.listen(&[
+        &room,
+        "--out",
+        out.to_str().unwrap_or_default(),
+        "--timeout",
+        "120",
+    ])?;
+
+    let session: Value = serde_json::from_slice(&std::fs::read(bob.dir.join("session.json"))?)?;
+    let token = session["session"]["access_token"]
+        .as_str()
+        .context("bob's token")?
+        .to_owned();
+    let log_path = hs.dir().join("homeserver.log");
+    let log_before = std::fs::read_to_string(&log_path)?.lines().count();
+    // Signed out from elsewhere: the token is gone on the server.
+    let (status, _) = raw_api(
+        &hs,
+        Method::POST,
+        &token,
+        "/_matrix/client/v3/logout",
+        json!({}),
+    )
+    .await?;
+    ensure!(status.is_success(), "logout: {status}");
+    let revoked = Instant::now();
+
+    let (event, _) = wait_for(&rx, Duration::from_secs(60), |e| e["event"] == "signed_out")?;
+    let waited = revoked.elapsed();
+    let exit = loop {
+        if let Some(status) = listener.try_wait()? {
+            break status;
+        }
+        ensure!(
+            revoked.elapsed() < Duration::from_secs(70),
+            "the listener did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "listener: {event} after {} ms, exit {exit}",
+        waited.as_millis()
+    );
+    assert_eq!(exit.code(), Some(NOT_SIGNED_IN), "listener exit: {exit}");
+    // No retry loop: the requests the listener made with the dead token.
+    let log = std::fs::read_to_string(&log_path)?;
+    let after: Vec<&str> = log
+        .lines()
+        .skip(log_before)
+        .filter(|l| l.contains("GET /_matrix/client/v3/sync"))
+        .collect();
+    eprintln!("/sync requests after the revocation: {}", after.len());
+    assert!(
+        after.len() <= 3,
+        "{} /sync requests: {after:#?}",
+        after.len()
+    );
+
+    // A later command says the same at once.
+    let started = Instant::now();
+    let out = bob.command().args(["status", &room]).output()?;
+    eprintln!(
+        "status after sign-out: exit {:?} in {} ms",
+        out.status.code(),
+        started.elapsed().as_millis()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(NOT_SIGNED_IN),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
