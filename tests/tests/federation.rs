@@ -320,3 +320,130 @@ async fn presses_10ms_apart_on_two_servers_agree() -> Result<()> {
 async fn presses_10ms_apart_on_two_servers_one_second_apart_agree() -> Result<()> {
     collision_across(Duration::from_secs(1)).await
 }
+
+/// alice (server A) and bob (server B) in a group, both consenting, bob's
+/// device counted by alice's client; bob's listener running.
+async fn pair_with_listener(
+    pair: &Pair,
+    root: &std::path::Path,
+) -> Result<(Cli, Cli, String, walkie_tests::Registered, CountingListener)> {
+    let (a, b) = (
+        pair.a.register("alice").await?,
+        pair.b.register("bob").await?,
+    );
+    let (alice, bob) = (Cli::new(root, "alice"), Cli::new(root, "bob"));
+    login(&pair.a, &alice, &a)?;
+    login(&pair.b, &bob, &b)?;
+    let room = alice.ok(&["create", "Across servers", "--invite", &b.user_id])?;
+    let room = room["room_id"].as_str().context("room id")?.to_owned();
+    let limit = Duration::from_secs(60);
+    until(limit, "bob joins over federation", || {
+        bob.ok(&["join", &room])
+    })?;
+    alice.ok(&["consent", &room, "--for", "1h"])?;
+    bob.ok(&["consent", &room, "--for", "1h"])?;
+    until(limit, "bob's consent reaches alice", || {
+        ensure!(counts(&alice, &room, &b.user_id)?, "not yet");
+        Ok(())
+    })?;
+    let listener = CountingListener::start(&bob, &room, &root.join("out"))?;
+    Ok((alice, bob, room, b, listener))
+}
+
+/// Whether `cli`'s client counts a consenting device of `user` in `room`.
+fn counts(cli: &Cli, room: &str, user: &str) -> Result<bool> {
+    let status = cli.ok(&["status", room])?;
+    Ok(status["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|d| d["user_id"] == user))
+}
+
+/// alice talks 1 s; returns the session id.
+fn short_talk(alice: &Cli, room: &str, root: &std::path::Path) -> Result<String> {
+    let speech = root.join("short.wav");
+    if !speech.exists() {
+        speech_wav(&speech, 1.0)?;
+    }
+    let talk = alice.ok(&["talk", room, "--wav", speech.to_str().unwrap_or_default()])?;
+    Ok(talk["session_id"].as_str().context("session")?.to_owned())
+}
+
+/// Nothing of `session` reached the listener within `quiet` (an absence
+/// can only be checked over a bounded time).
+fn not_heard(listener: &CountingListener, session: &str, quiet: Duration) -> Result<()> {
+    let until = Instant::now() + quiet;
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        if let Ok(e) = listener.rx.recv_timeout(left) {
+            ensure!(
+                e["session_id"] != session,
+                "bob still received alice's talk: {e}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_revoked_on_one_server_takes_effect_on_the_other() -> Result<()> {
+    let pair = federated_pair(Duration::ZERO).await?;
+    let root = tempfile::tempdir()?;
+    let (alice, bob, room, b, listener) = pair_with_listener(&pair, root.path()).await?;
+    let heard = short_talk(&alice, &room, root.path())?;
+    wait_for(&listener.rx, Duration::from_secs(30), |e| {
+        e["event"] == "saved" && e["session_id"] == heard.as_str()
+    })?;
+    // Bob revokes on his server, with his client (a running client puts
+    // back a consent entry removed behind its back: its user's intent is
+    // kept on the device), then listens again.
+    listener.stop()?;
+    bob.ok(&["consent", &room, "--revoke"])?;
+    let listener = CountingListener::start(&bob, &room, &root.path().join("out2"))?;
+    until(
+        Duration::from_secs(60),
+        "the revocation reaches alice",
+        || {
+            ensure!(!counts(&alice, &room, &b.user_id)?, "still counted");
+            Ok(())
+        },
+    )?;
+    let after = short_talk(&alice, &room, root.path())?;
+    not_heard(&listener, &after, Duration::from_secs(5))?;
+    listener.stop()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kick_on_one_server_stops_audio_on_the_other() -> Result<()> {
+    let pair = federated_pair(Duration::ZERO).await?;
+    let root = tempfile::tempdir()?;
+    let (alice, _bob, room, b, listener) = pair_with_listener(&pair, root.path()).await?;
+    let heard = short_talk(&alice, &room, root.path())?;
+    wait_for(&listener.rx, Duration::from_secs(30), |e| {
+        e["event"] == "saved" && e["session_id"] == heard.as_str()
+    })?;
+    let session: Value = serde_json::from_slice(&std::fs::read(alice.dir.join("session.json"))?)?;
+    let token = session["session"]["access_token"]
+        .as_str()
+        .context("token")?;
+    let (status, _) = raw_api(
+        &pair.a,
+        reqwest::Method::POST,
+        token,
+        &format!("/_matrix/client/v3/rooms/{room}/kick"),
+        serde_json::json!({"user_id": b.user_id, "reason": "test"}),
+    )
+    .await?;
+    ensure!(status.is_success(), "kick: {status}");
+    until(
+        Duration::from_secs(60),
+        "alice no longer counts bob",
+        || {
+            ensure!(!counts(&alice, &room, &b.user_id)?, "still counted");
+            Ok(())
+        },
+    )?;
+    let after = short_talk(&alice, &room, root.path())?;
+    not_heard(&listener, &after, Duration::from_secs(5))?;
+    listener.stop()
+}
