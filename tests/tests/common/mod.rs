@@ -559,6 +559,12 @@ impl CountingListener {
             .count())
     }
 
+    /// The listener's process id (to stop and continue it).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its log so far.
     pub fn log(&self) -> Result<String> {
         Ok(std::fs::read_to_string(&self.log)?)
