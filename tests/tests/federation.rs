@@ -422,14 +422,11 @@ async fn a_kick_on_one_server_stops_audio_on_the_other() -> Result<()> {
     wait_for(&listener.rx, Duration::from_secs(30), |e| {
         e["event"] == "saved" && e["session_id"] == heard.as_str()
     })?;
-    let session: Value = serde_json::from_slice(&std::fs::read(alice.dir.join("session.json"))?)?;
-    let token = session["session"]["access_token"]
-        .as_str()
-        .context("token")?;
+    let token = access_token(&alice)?;
     let (status, _) = raw_api(
         &pair.a,
         reqwest::Method::POST,
-        token,
+        &token,
         &format!("/_matrix/client/v3/rooms/{room}/kick"),
         serde_json::json!({"user_id": b.user_id, "reason": "test"}),
     )

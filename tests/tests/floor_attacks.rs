@@ -17,7 +17,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use serde_json::Value;
 use walkie_core::{
     engine::now_ms,
     live_talk::{Input, LiveTalkError, TalkOptions},
@@ -199,11 +198,7 @@ async fn back_dated_claims_after_the_window_neither_cut_alice_nor_deafen_bob() -
         "alice's talk failed: {}",
         std::fs::read_to_string(&alice_log).unwrap_or_default()
     );
-    let summary: Value = String::from_utf8_lossy(&done.stdout)
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .context("alice's talk summary")?;
+    let summary = last_json_line(&done.stdout).context("alice's talk summary")?;
     let (saved, seen) = wait_for(&listener.rx, Duration::from_secs(30), |e| {
         e["event"] == "saved" && e["session_id"] == summary["session_id"]
     })?;

@@ -93,11 +93,7 @@ async fn a_homeserver_killed_mid_talk_loses_no_recording_and_listeners_recover()
     let done = talk.wait_with_output()?;
     let log = std::fs::read_to_string(&talk_log).unwrap_or_default();
     ensure!(done.status.success(), "alice's talk failed: {log}");
-    let summary: Value = String::from_utf8_lossy(&done.stdout)
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .context("alice's talk summary")?;
+    let summary = last_json_line(&done.stdout).context("alice's talk summary")?;
     eprintln!("alice's talk: {summary}");
     let session = summary["session_id"]
         .as_str()

@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use serde_json::Value;
 use walkie_tests::{delay_proxy::DelayProxy, speech_wav, Synapse};
 
 mod common;
@@ -64,11 +63,7 @@ async fn a_listener_cut_off_for_10_s_reconnects_and_hears_the_next_talk() -> Res
     let restored = Instant::now();
     let first = talk.wait_with_output()?;
     anyhow::ensure!(first.status.success(), "alice's first talk failed");
-    let first: Value = String::from_utf8_lossy(&first.stdout)
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .context("alice's summary")?;
+    let first = last_json_line(&first.stdout).context("alice's summary")?;
 
     // Alice talks again: bob's client, back by itself, saves it.
     let short = root.path().join("short.wav");

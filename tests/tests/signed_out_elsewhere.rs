@@ -7,9 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 use walkie_tests::Synapse;
 
 mod common;
@@ -37,11 +37,7 @@ async fn a_revoked_token_signs_the_cli_out_without_retrying() -> Result<()> {
         "120",
     ])?;
 
-    let session: Value = serde_json::from_slice(&std::fs::read(bob.dir.join("session.json"))?)?;
-    let token = session["session"]["access_token"]
-        .as_str()
-        .context("bob's token")?
-        .to_owned();
+    let token = access_token(&bob)?;
     let log_path = hs.dir().join("homeserver.log");
     let log_before = std::fs::read_to_string(&log_path)?.lines().count();
     // Signed out from elsewhere: the token is gone on the server.

@@ -233,6 +233,27 @@ pub fn group(alice: &Cli, others: &[(&Cli, &str)], extra: &[&str]) -> Result<Str
     Ok(room)
 }
 
+/// The access token `cli` is signed in with (its session file), for raw
+/// API calls as that device.
+#[allow(dead_code)]
+pub fn access_token(cli: &Cli) -> Result<String> {
+    let saved: Value = serde_json::from_slice(&std::fs::read(cli.dir.join("session.json"))?)?;
+    Ok(saved["session"]["access_token"]
+        .as_str()
+        .context("no access token in the session file")?
+        .to_owned())
+}
+
+/// The last JSON line of a command's output (the CLI's summary).
+#[allow(dead_code)]
+pub fn last_json_line(stdout: &[u8]) -> Result<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .context("no JSON line in the output")
+}
+
 /// Restores the account a CLI data directory is signed in to, in-process.
 pub async fn restore(hs: &Synapse, cli: &Cli) -> Result<walkie_core::Account> {
     use walkie_core::matrix_sdk::authentication::matrix::MatrixSession;
