@@ -58,15 +58,9 @@ async fn recordings_of(hs: &Synapse, cli: &Cli, room: &str, session: &str) -> Re
 async fn a_homeserver_killed_mid_talk_loses_no_recording_and_listeners_recover() -> Result<()> {
     let mut hs = Synapse::start().await?;
     let root = tempfile::tempdir()?;
-    let (a, b) = (hs.register("alice").await?, hs.register("bob").await?);
-    let (alice, bob) = (Cli::new(root.path(), "alice"), Cli::new(root.path(), "bob"));
-    for (cli, r) in [(&alice, &a), (&bob, &b)] {
-        login(&hs, cli, r)?;
-    }
-    let room = group(&alice, &[(&bob, &b.user_id)], &[])?;
-    for cli in [&alice, &bob] {
-        cli.ok(&["consent", &room, "--for", "1h"])?;
-    }
+    let Pair {
+        alice, bob, room, ..
+    } = pair_in_group(&hs, root.path(), &[]).await?;
     let out = root.path().join("out");
     let listener = CountingListener::start(&bob, &room, &out)?;
     let speech = root.path().join("speech.wav");

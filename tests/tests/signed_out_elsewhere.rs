@@ -22,12 +22,7 @@ const NOT_SIGNED_IN: i32 = 9;
 async fn a_revoked_token_signs_the_cli_out_without_retrying() -> Result<()> {
     let hs = Synapse::start().await?;
     let root = tempfile::tempdir()?;
-    let (a, b) = (hs.register("alice").await?, hs.register("bob").await?);
-    let (alice, bob) = (Cli::new(root.path(), "alice"), Cli::new(root.path(), "bob"));
-    login(&hs, &alice, &a)?;
-    login(&hs, &bob, &b)?;
-    let room = group(&alice, &[(&bob, &b.user_id)], &[])?;
-    bob.ok(&["consent", &room, "--for", "1h"])?;
+    let Pair { bob, room, .. } = pair_in_group(&hs, root.path(), &[]).await?;
     let out = root.path().join("out");
     let (mut listener, rx) = bob.listen(&[
         &room,

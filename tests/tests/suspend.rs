@@ -29,14 +29,9 @@ fn signal(pid: u32, sig: libc::c_int) -> Result<()> {
 async fn a_suspended_listener_drops_stale_talks_and_hears_the_next() -> Result<()> {
     let hs = Synapse::start().await?;
     let root = tempfile::tempdir()?;
-    let (a, b) = (hs.register("alice").await?, hs.register("bob").await?);
-    let (alice, bob) = (Cli::new(root.path(), "alice"), Cli::new(root.path(), "bob"));
-    login(&hs, &alice, &a)?;
-    login(&hs, &bob, &b)?;
-    let room = group(&alice, &[(&bob, &b.user_id)], &[])?;
-    for cli in [&alice, &bob] {
-        cli.ok(&["consent", &room, "--for", "1h"])?;
-    }
+    let Pair {
+        alice, bob, room, ..
+    } = pair_in_group(&hs, root.path(), &[]).await?;
     let listener = CountingListener::start(&bob, &room, &root.path().join("out"))?;
     let speech = root.path().join("speech.wav");
     speech_wav(&speech, 2.0)?;
