@@ -267,6 +267,26 @@ async fn run(app: AppHandle, mut account: Account, config: &AppConfig) {
                 crate::trust::spawn_refresh_device_state(&app);
             }
         }
+        match &event {
+            // The homeserver cannot be reached: panel and tray say offline
+            // until a sync succeeds again (the engine keeps retrying).
+            EngineEvent::Offline { reason } => {
+                tracing::warn!(%reason, "offline");
+                status.update(&app, |s| {
+                    if s.account == AccountState::Online {
+                        s.account = AccountState::Offline;
+                    }
+                    s.error = Some("Offline: the homeserver cannot be reached; retrying".into());
+                })
+            }
+            EngineEvent::Online => status.update(&app, |s| {
+                if s.account == AccountState::Offline {
+                    s.account = AccountState::Online;
+                }
+                s.error = None;
+            }),
+            _ => {}
+        }
         if matches!(event, EngineEvent::SignedOut) {
             // The token was revoked (signed out from another client, or
             // this device deleted): the engine stopped syncing.

@@ -18,72 +18,16 @@ use std::{
 use anyhow::{bail, Context, Result};
 use walkie_tests::{
     desktop::{ChildGuard, Desktop},
+    proc_stats::{cpu_ticks, descendants, status_kib},
     pulse::PulseAudio,
     webdriver::app_binary,
     Synapse,
 };
 
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .context("bad stat")?
-        .1
-        .split_whitespace()
-        .collect();
-    // utime and stime are fields 14 and 15 (1-based), 12 and 13 after ')'.
-    let utime: u64 = fields.get(11).context("utime")?.parse()?;
-    let stime: u64 = fields.get(12).context("stime")?.parse()?;
-    Ok(utime + stime)
-}
-
-/// The app's child processes (WebKit's web and network processes).
-fn descendants(pid: u32) -> Vec<u32> {
-    let parent_of = |p: u32| -> Option<u32> {
-        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
-        stat.rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    let all: Vec<u32> = std::fs::read_dir("/proc")
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    all.into_iter()
-        .filter(|&p| {
-            let mut cur = p;
-            while let Some(parent) = parent_of(cur) {
-                if parent == pid {
-                    return true;
-                }
-                if parent <= 1 {
-                    break;
-                }
-                cur = parent;
-            }
-            false
-        })
-        .collect()
-}
-
 /// Client requests Synapse has logged as processed so far.
 fn requests_served(hs: &Synapse) -> Result<usize> {
     let log = std::fs::read_to_string(hs.dir().join("homeserver.log"))?;
     Ok(log.matches("Processed request").count())
-}
-
-fn status_kib(pid: u32, key: &str) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .with_context(|| format!("no {key}"))
 }
 
 #[tokio::main]

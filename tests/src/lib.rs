@@ -8,6 +8,7 @@
 
 pub mod delay_proxy;
 pub mod desktop;
+pub mod proc_stats;
 pub mod pulse;
 pub mod secret_service;
 pub mod synapse;

@@ -18,54 +18,10 @@ use walkie_core::{
     live_talk::{Input, LiveTalkError, TalkOptions},
     Engine, EngineError, EngineEvent, EngineTasks, Station,
 };
-use walkie_tests::{
-    delay_proxy::DelayProxy,
-    speech_wav,
-    synapse::{Federation, Synapse},
-};
+use walkie_tests::{speech_wav, synapse::Synapse};
 
 mod common;
 use common::*;
-
-/// Two Synapses that federate, each dialled through a delay proxy.
-struct Pair {
-    a: Synapse,
-    b: Synapse,
-    _proxies: [DelayProxy; 2],
-}
-
-async fn federated_pair(one_way: Duration) -> Result<Pair> {
-    let (mut fa, mut fb) = (
-        Federation::on_free_port(None)?,
-        Federation::on_free_port(None)?,
-    );
-    let pa = DelayProxy::start(fa.listen_port, one_way).await?;
-    let pb = DelayProxy::start(fb.listen_port, one_way).await?;
-    fa.server_name = format!("127.0.0.1:{}", pa.port());
-    fb.server_name = format!("127.0.0.1:{}", pb.port());
-    let a = Synapse::start_federating(&fa).await?;
-    let b = Synapse::start_federating(&fb).await?;
-    Ok(Pair {
-        a,
-        b,
-        _proxies: [pa, pb],
-    })
-}
-
-/// Retries `f` until it succeeds or `limit` passes (federation settles in
-/// its own time: an invite, a join, a state event crossing over).
-fn until<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Result<T>) -> Result<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        match f() {
-            Ok(v) => return Ok(v),
-            Err(e) if Instant::now() >= deadline => {
-                return Err(e.context(format!("{what} within {limit:?}")))
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
-}
 
 /// alice (server A) talks 4 s to bob (server B); returns how long the
 /// talk took to reach bob's device (first frame) and checks it whole.
@@ -324,7 +280,7 @@ async fn presses_10ms_apart_on_two_servers_one_second_apart_agree() -> Result<()
 /// alice (server A) and bob (server B) in a group, both consenting, bob's
 /// device counted by alice's client; bob's listener running.
 async fn pair_with_listener(
-    pair: &Pair,
+    pair: &FederatedPair,
     root: &std::path::Path,
 ) -> Result<(Cli, Cli, String, walkie_tests::Registered, CountingListener)> {
     let (a, b) = (

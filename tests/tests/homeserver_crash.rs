@@ -15,33 +15,6 @@ use walkie_tests::{speech_wav, Synapse};
 mod common;
 use common::*;
 
-/// Every file under `dir` (Synapse's database, media store, logs) that holds
-/// any of `needles`, with the needle.
-fn files_holding(dir: &std::path::Path, needles: &[&[u8]]) -> Result<Vec<String>> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let bytes = std::fs::read(&path)?;
-            for needle in needles {
-                if bytes.windows(needle.len()).any(|w| w == *needle) {
-                    found.push(format!(
-                        "{} holds {:?}",
-                        path.display(),
-                        String::from_utf8_lossy(needle)
-                    ));
-                }
-            }
-        }
-    }
-    Ok(found)
-}
-
 /// Voice messages in `room` that are the recording of `session`, as
 /// `cli` reads them (not a client whose process is running: the store is
 /// shared).

@@ -97,27 +97,7 @@ async fn muted_talks_wait_in_the_panel_and_play_on_request() -> Result<()> {
 
     // Play it: it goes to the speakers and leaves the list.
     let heard = root.path().join("alice-speaker.wav");
-    let recorder = audio.record_speaker(&heard)?;
-    // Click Play (again if a redraw replaced the button under the click).
-    let play = format!("{item} button");
-    let mut attempts = 0;
-    while let Err(e) = async { app.find(&play).await?.click().await }.await {
-        attempts += 1;
-        ensure!(attempts < 20, "cannot click Play: {e:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    app.wait_for_log("output opened", DOM).await?;
-    let deadline = std::time::Instant::now() + DOM;
-    while !app.find_all(&item).await?.is_empty() {
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "the talk stayed in the list"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    app.wait_for_log("output closed", DOM).await?;
-    recorder.stop()?;
-    let played = walkie_audio::wav::read_wav_mono_48k(&heard)?;
+    let played = play_from_panel(&app, audio, &item, &heard).await?;
     let source = walkie_audio::wav::read_wav_mono_48k(&speech)?;
     let (corr, _) = walkie_audio::similarity::normalised_cross_correlation(
         &source,

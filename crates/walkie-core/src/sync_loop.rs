@@ -4,7 +4,9 @@
 //! `sync_once` back to back (one parked long-poll when idle) and backs off
 //! only on errors. A revoked access token (signed out from another
 //! client, device deleted) ends it with [`Synced::SignedOut`]: retrying
-//! could never succeed, so nothing is retried.
+//! could never succeed, so nothing is retried. Every other failed sync is
+//! reported ([`Synced::Failed`]) before the retry, so the shell can say
+//! "offline" while the homeserver cannot be reached.
 
 use std::time::Duration;
 
@@ -22,6 +24,12 @@ pub enum Synced {
     Response(Box<SyncResponse>),
     /// The homeserver no longer knows our access token; the loop ended.
     SignedOut,
+    /// A sync failed (homeserver down, network gone…); the loop retries
+    /// after `retry_in`.
+    Failed {
+        error: String,
+        retry_in: Duration,
+    },
 }
 
 /// Whether `error` says the access token is no longer valid.
@@ -48,7 +56,9 @@ impl Default for SyncLoop {
         Self {
             long_poll: DEFAULT_LONG_POLL,
             backoff_initial: Duration::from_millis(250),
-            backoff_max: Duration::from_secs(30),
+            // A walkie-talkie is back within seconds of its homeserver: one
+            // failed request per 8 s while it is down is no load for it.
+            backoff_max: Duration::from_secs(8),
         }
     }
 }
@@ -105,7 +115,17 @@ impl SyncLoop {
                     }
                     Err(e) => {
                         let delay = backoff.next_delay();
+                        // The first sync after a failure returns at once, so
+                        // that being back is known without a long-poll's wait.
+                        long_poll = Duration::ZERO;
                         tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "sync failed");
+                        let failed = Synced::Failed {
+                            error: e.to_string(),
+                            retry_in: delay,
+                        };
+                        if responses.send(failed).await.is_err() {
+                            break;
+                        }
                         tokio::select! {
                             _ = stopped.changed() => break,
                             _ = tokio::time::sleep(delay) => {}

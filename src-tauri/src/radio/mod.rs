@@ -265,7 +265,9 @@ impl Radio {
             | EngineEvent::FloorFree { .. }
             | EngineEvent::TransmitStopped { .. }
             | EngineEvent::Dropped { .. }
-            | EngineEvent::SignedOut => {}
+            | EngineEvent::SignedOut
+            | EngineEvent::Offline { .. }
+            | EngineEvent::Online => {}
         }
         if let Some(station) = self.station() {
             station.forward(&event);

@@ -418,7 +418,7 @@ pub struct AppDesk {
     pub hs: Synapse,
     pub audio: walkie_tests::PulseAudio,
     pub desktop: walkie_tests::desktop::Desktop,
-    _secrets: walkie_tests::secret_service::SecretService,
+    pub secrets: walkie_tests::secret_service::SecretService,
     pub root: tempfile::TempDir,
     pub people: AppPeople,
 }
@@ -434,7 +434,7 @@ pub async fn app_desk() -> Result<AppDesk> {
         hs,
         audio,
         desktop,
-        _secrets: secrets,
+        secrets,
         root,
         people,
     })
@@ -595,5 +595,108 @@ impl CountingListener {
         self.child.kill()?;
         self.child.wait()?;
         Ok(())
+    }
+}
+
+/// Every file under `dir` (a data directory, Synapse's database, media
+/// store, logs) that holds any of `needles`, with the needle.
+pub fn files_holding(dir: &std::path::Path, needles: &[&[u8]]) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let bytes = std::fs::read(&path)?;
+            for needle in needles {
+                if bytes.windows(needle.len()).any(|w| w == *needle) {
+                    found.push(format!(
+                        "{} holds {:?}",
+                        path.display(),
+                        String::from_utf8_lossy(needle)
+                    ));
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Clicks Play on the panel's unplayed talk `item` (again if a redraw
+/// replaced the button under the click), waits until it left the list and
+/// the output closed, and returns what the app's speaker sink heard.
+pub async fn play_from_panel(
+    app: &walkie_tests::webdriver::AppDriver,
+    audio: &walkie_tests::PulseAudio,
+    item: &str,
+    heard: &Path,
+) -> Result<Vec<i16>> {
+    const DOM: Duration = Duration::from_secs(30);
+    let recorder = audio.record_speaker(heard)?;
+    let play = format!("{item} button");
+    let mut attempts = 0;
+    while let Err(e) = async { app.find(&play).await?.click().await }.await {
+        attempts += 1;
+        ensure!(attempts < 20, "cannot click Play: {e:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.wait_for_log("output opened", DOM).await?;
+    let deadline = std::time::Instant::now() + DOM;
+    loop {
+        // A redraw under the query makes it fail (a stale element): ask again.
+        if app.find_all(item).await.is_ok_and(|found| found.is_empty()) {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the talk stayed in the list"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.wait_for_log("output closed", DOM).await?;
+    recorder.stop()?;
+    Ok(walkie_audio::wav::read_wav_mono_48k(heard)?)
+}
+
+/// Two Synapses that federate, each dialled through a delay proxy.
+pub struct FederatedPair {
+    pub a: Synapse,
+    pub b: Synapse,
+    _proxies: [walkie_tests::delay_proxy::DelayProxy; 2],
+}
+
+pub async fn federated_pair(one_way: Duration) -> Result<FederatedPair> {
+    let (mut fa, mut fb) = (
+        walkie_tests::synapse::Federation::on_free_port(None)?,
+        walkie_tests::synapse::Federation::on_free_port(None)?,
+    );
+    let pa = walkie_tests::delay_proxy::DelayProxy::start(fa.listen_port, one_way).await?;
+    let pb = walkie_tests::delay_proxy::DelayProxy::start(fb.listen_port, one_way).await?;
+    fa.server_name = format!("127.0.0.1:{}", pa.port());
+    fb.server_name = format!("127.0.0.1:{}", pb.port());
+    let a = Synapse::start_federating(&fa).await?;
+    let b = Synapse::start_federating(&fb).await?;
+    Ok(FederatedPair {
+        a,
+        b,
+        _proxies: [pa, pb],
+    })
+}
+
+/// Retries `f` until it succeeds or `limit` passes (federation settles in
+/// its own time: an invite, a join, a state event crossing over).
+pub fn until<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(e.context(format!("{what} within {limit:?}")))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
     }
 }

@@ -178,33 +178,49 @@ const TO_DEVICE_PAGE: usize = 100;
 pub(super) async fn run(inner: Arc<Inner>, mut syncs: mpsc::Receiver<crate::Synced>) {
     let mut first = true;
     let mut ready = false;
+    let mut offline = false;
     loop {
         let sleep = match inner.rooms.next_timeout() {
             Some(at) => Duration::from_millis(at.saturating_sub(now_ms())),
             None => Duration::from_secs(3600),
         };
         tokio::select! {
-            response = syncs.recv() => {
-                let response = match response {
-                    Some(crate::Synced::Response(r)) => *r,
+            synced = syncs.recv() => {
+                let response = match synced {
+                    Some(crate::Synced::Response(r)) => Some(*r),
                     Some(crate::Synced::SignedOut) => {
                         let _ = inner.events.send(EngineEvent::SignedOut);
                         break;
                     }
+                    Some(crate::Synced::Failed { error, retry_in }) => {
+                        if !offline {
+                            offline = true;
+                            tracing::info!(%error, retry_in_ms = retry_in.as_millis() as u64, "offline: the homeserver cannot be reached");
+                            let _ = inner.events.send(EngineEvent::Offline { reason: error });
+                        }
+                        None
+                    }
                     None => break,
                 };
-                // A full page of to-device messages means more are waiting
-                // (e.g. the rest of a talk that ended while we were away):
-                // ready only once they are in, or a press could find a talk
-                // live whose `end` is on the next page.
-                let more_waiting = response.to_device.len() >= TO_DEVICE_PAGE;
-                handle_sync(&inner, response, first).await;
-                first = false;
-                if !ready && !more_waiting {
-                    ready = true;
-                    inner.ready.notify_waiters();
-                    inner.ready.notify_one();
-                    let _ = inner.events.send(EngineEvent::Ready);
+                if let Some(response) = response {
+                    if offline {
+                        offline = false;
+                        tracing::info!("online again");
+                        let _ = inner.events.send(EngineEvent::Online);
+                    }
+                    // A full page of to-device messages means more are
+                    // waiting (e.g. the rest of a talk that ended while we
+                    // were away): ready only once they are in, or a press
+                    // could find a talk live whose `end` is on the next page.
+                    let more_waiting = response.to_device.len() >= TO_DEVICE_PAGE;
+                    handle_sync(&inner, response, first).await;
+                    first = false;
+                    if !ready && !more_waiting {
+                        ready = true;
+                        inner.ready.notify_waiters();
+                        inner.ready.notify_one();
+                        let _ = inner.events.send(EngineEvent::Ready);
+                    }
                 }
             }
             _ = tokio::time::sleep(sleep) => {}

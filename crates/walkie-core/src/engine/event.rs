@@ -84,6 +84,11 @@ pub enum EngineEvent {
     /// another client, or this device was deleted): sign in again. The
     /// engine stopped syncing; it sends no more requests.
     SignedOut,
+    /// The homeserver cannot be reached (a sync failed): nothing is sent or
+    /// received until [`EngineEvent::Online`]. The engine keeps retrying.
+    Offline { reason: String },
+    /// A sync succeeded again after [`EngineEvent::Offline`].
+    Online,
     /// A remote talker holds the floor of a room: play only this session.
     TalkStarted {
         room_id: String,

@@ -1,0 +1,140 @@
+//! The desktop app through faults (issue 13), driven over WebDriver under
+//! Xvfb with gnome-keyring and a private PulseAudio:
+//! - the homeserver is killed (SIGKILL): the panel and the tray say
+//!   "offline" while it is down, and "online" again once it is back,
+//!   without restarting the app;
+//! - the app is killed (SIGKILL) holding an unplayed talk (do not disturb):
+//!   started again, it lists the same talk and plays it whole on request;
+//! - nothing under the app's data directory holds its access token or a
+//!   recording's plaintext (Ogg/Opus or WAV headers) after all of that.
+#![recursion_limit = "256"]
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use walkie_tests::speech_wav;
+
+mod common;
+use common::*;
+
+const READY: Duration = Duration::from_secs(90);
+const DOM: Duration = Duration::from_secs(30);
+
+/// The access token of the session the app keeps in the keyring.
+fn app_token(desk: &AppDesk) -> Result<String> {
+    let saved = desk
+        .secrets
+        .lookup(&[("service", "walkie"), ("username", "session")])?
+        .context("the app's session is not in the keyring")?;
+    let saved: serde_json::Value = serde_json::from_str(&saved)?;
+    Ok(saved["session"]["tokens"]["access_token"]
+        .as_str()
+        .or_else(|| saved["session"]["access_token"].as_str())
+        .context("no access token in the saved session")?
+        .to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_says_offline_recovers_and_keeps_unplayed_talks_across_a_crash() -> Result<()> {
+    let mut desk = app_desk().await?;
+    let room = desk.people.group("Walkie test")?;
+    let speech = desk.root.path().join("speech.wav");
+    speech_wav(&speech, 2.0)?;
+    let app = desk.start_app().await?;
+    app.wait_for_log("walkie-app ready", READY).await?;
+    app.wait_for("#state", |t| t == "online", READY).await?;
+    app.wait_for(&format!(".group[data-room='{room}'] .name"), |_| true, DOM)
+        .await?;
+    let first_token = app_token(&desk)?;
+
+    // Do not disturb: bob's talk waits in the panel, unplayed.
+    app.execute(
+        "const d = document.getElementById('dnd'); d.value = 'until'; \
+         d.dispatchEvent(new Event('change'));",
+        vec![],
+    )
+    .await?;
+    app.wait_for("#radio-state", |t| t == "muted", DOM).await?;
+    let summary =
+        desk.people
+            .bob
+            .ok(&["talk", &room, "--wav", speech.to_str().unwrap_or_default()])?;
+    let session = summary["session_id"]
+        .as_str()
+        .context("no session")?
+        .to_owned();
+    let item = format!("#unplayed .talk-item[data-session='{session}']");
+    app.wait_for(&item, |t| t.contains(&desk.people.bob_r.user_id), DOM)
+        .await?;
+
+    // The homeserver dies: panel and tray say offline.
+    let since = app.log_lines().len();
+    desk.hs.kill()?;
+    let killed = Instant::now();
+    app.wait_for("#state", |t| t == "offline", DOM).await?;
+    let to_offline = killed.elapsed();
+    app.wait_for_log_after(since, &["tray state", "offline"], DOM)
+        .await?;
+    app.wait_for("#error", |t| t.contains("Offline"), DOM)
+        .await?;
+    if let Some(dir) = std::env::var_os("WALKIE_SCREENSHOT_DIR") {
+        app.screenshot(&std::path::Path::new(&dir).join("panel-offline.png"))
+            .await?;
+    }
+    // The outage itself (a fault of fixed length, not a wait for an event).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    desk.hs.restart().await?;
+    let back = Instant::now();
+    app.wait_for("#state", |t| t == "online", Duration::from_secs(90))
+        .await?;
+    let to_online = back.elapsed();
+    app.wait_for("#error", |t| t.is_empty(), DOM).await?;
+    eprintln!(
+        "offline shown {} ms after the kill; online {} ms after the homeserver was back",
+        to_offline.as_millis(),
+        to_online.as_millis()
+    );
+
+    // The app is killed holding the unplayed talk, and started again.
+    let pid = app.app_pid().context("the app's pid")?;
+    // SAFETY: kill(2) on the app this test started.
+    let killed = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    ensure!(killed == 0, "could not kill the app");
+    drop(app);
+    let app = desk.start_app().await?;
+    app.wait_for("#state", |t| t == "online", READY).await?;
+    app.wait_for(&item, |t| t.contains(&desk.people.bob_r.user_id), DOM)
+        .await?;
+    let heard = desk.root.path().join("alice-speaker.wav");
+    let played = play_from_panel(&app, &desk.audio, &item, &heard).await?;
+    let source = walkie_audio::wav::read_wav_mono_48k(&speech)?;
+    let (corr, _) = walkie_audio::similarity::normalised_cross_correlation(
+        &source,
+        &played,
+        played.len().max(1) - 1,
+    );
+    eprintln!(
+        "after the crash: played {:.2} s, correlation {corr:.3}",
+        played.len() as f64 / 48_000.0
+    );
+    ensure!(corr >= 0.8, "what played is not bob's talk: {corr:.3}");
+    let second_token = app_token(&desk)?;
+    app.close().await?;
+
+    // Nothing in the app's files gives the account or the audio away.
+    let leaks = files_holding(
+        &desk.people.app_data,
+        &[
+            first_token.as_bytes(),
+            second_token.as_bytes(),
+            b"OggS",
+            b"OpusHead",
+            b"RIFF",
+            b"WAVEfmt",
+        ],
+    )?;
+    let files = walkie_tests::files_under(&desk.people.app_data)?.len();
+    eprintln!("scanned {files} files under the app's data directory");
+    ensure!(leaks.is_empty(), "found in the app's files: {leaks:#?}");
+    Ok(())
+}
