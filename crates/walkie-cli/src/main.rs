@@ -388,6 +388,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Logout => {
             let account = restore(&data_dir).await?;
             account.sign_out().await;
+            session_file::forget(&data_dir);
             std::fs::remove_dir_all(&data_dir)
                 .with_context(|| format!("deleting {}", data_dir.display()))?;
             println!("{}", json!({"signed_out": account.user_id()}));
