@@ -44,6 +44,8 @@ pub struct Synapse {
     log_path: PathBuf,
     startup: Duration,
     http: reqwest::Client,
+    /// Print the log's tail when dropped (tests); off for long runs.
+    log_on_drop: bool,
 }
 
 /// The Python of the Synapse virtualenv that `scripts/setup.sh` creates.
@@ -217,6 +219,12 @@ fn config(dir: &Path, port: u16, shared_secret: &str, macaroon: &str) -> serde_j
 }
 
 impl Synapse {
+    /// Dropped, it stops without printing its log (a soak or a bench,
+    /// whose output is not captured the way a test's is).
+    pub fn quiet_on_drop(&mut self) {
+        self.log_on_drop = false;
+    }
+
     /// Starts a fresh Synapse and waits until `/_matrix/client/versions`
     /// answers. Fails with Synapse's log if it exits or does not answer.
     pub async fn start() -> Result<Self> {
@@ -277,6 +285,7 @@ impl Synapse {
                 log_path: log_path.clone(),
                 startup: Duration::ZERO,
                 http: http.clone(),
+                log_on_drop: true,
             };
             match server.wait_until_ready(started).await {
                 Ok(()) => {
@@ -504,6 +513,9 @@ fn spawn_synapse(python: &Path, dir: &Path, log: std::fs::File) -> Result<Child>
 impl Drop for Synapse {
     fn drop(&mut self) {
         self.stop();
+        if !self.log_on_drop {
+            return;
+        }
         // libtest shows a test's captured output only when the test fails,
         // so the log appears exactly when it is needed (whether the test
         // failed by panicking or by returning an error).
