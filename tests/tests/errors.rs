@@ -19,7 +19,7 @@ fn code_and_message(cli: &Cli, args: &[&str]) -> Result<(Option<i32>, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_have_clear_messages_and_distinct_exit_codes() -> Result<()> {
-    let hs = Synapse::start().await?;
+    let mut hs = Synapse::start().await?;
     let root = tempfile::tempdir()?;
     let a = hs.register("alice").await?;
     let alice = Cli::new(root.path(), "alice");
@@ -112,6 +112,13 @@ async fn failures_have_clear_messages_and_distinct_exit_codes() -> Result<()> {
         Some(0),
         "status: {status}"
     );
+
+    // The homeserver down: a command says so at once, it does not hang.
+    hs.kill()?;
+    let (code, msg) = code_and_message(&alice, &["status", &room])?;
+    assert_eq!(code, Some(3), "{msg}");
+    assert!(msg.contains("cannot be reached"), "{msg}");
+    hs.restart().await?;
 
     // Sign out: the local data is gone, and we are signed out.
     alice.ok(&["logout"])?;

@@ -250,9 +250,13 @@ async fn restore(data_dir: &std::path::Path) -> Result<Account, CliError> {
     .await?)
 }
 
-/// Starts the engine and waits for its first sync (room state known).
+/// Starts the engine and waits for its first sync (room state known). A
+/// homeserver that cannot be reached fails the command at once
+/// ([`CliError::Unreachable`]) unless `wait_while_offline` (a listener,
+/// which keeps retrying until it is back).
 async fn start_engine(
     account: &Account,
+    wait_while_offline: bool,
 ) -> Result<
     (
         Engine,
@@ -266,6 +270,11 @@ async fn start_engine(
         match events.recv().await {
             Some(EngineEvent::Ready) => return Ok((engine, tasks, events)),
             Some(EngineEvent::SignedOut) => return Err(CliError::NotSignedIn),
+            Some(EngineEvent::Offline { reason }) if !wait_while_offline => {
+                return Err(CliError::Unreachable(format!(
+                    "the homeserver cannot be reached: {reason}"
+                )))
+            }
             Some(_) => continue,
             None => {
                 return Err(CliError::Other(anyhow::anyhow!(
@@ -307,21 +316,21 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Devices => print_devices()?,
         Command::Verify { how } => {
             let account = restore(&data_dir).await?;
-            let (engine, tasks, _events) = start_engine(&account).await?;
+            let (engine, tasks, _events) = start_engine(&account, false).await?;
             let result = trust_cmd::verify(&account, &engine, how).await;
             finish(&engine, tasks).await;
             result?;
         }
         Command::Recovery { action } => {
             let account = restore(&data_dir).await?;
-            let (engine, tasks, _events) = start_engine(&account).await?;
+            let (engine, tasks, _events) = start_engine(&account, false).await?;
             let result = trust_cmd::recovery(&account, action).await;
             finish(&engine, tasks).await;
             result?;
         }
         Command::AcceptIdentity { user } => {
             let account = restore(&data_dir).await?;
-            let (engine, tasks, _events) = start_engine(&account).await?;
+            let (engine, tasks, _events) = start_engine(&account, false).await?;
             let result = trust_cmd::accept_identity(&engine, &user).await;
             finish(&engine, tasks).await;
             result?;
@@ -395,7 +404,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Rooms => {
             let account = restore(&data_dir).await?;
-            let (engine, tasks, _events) = start_engine(&account).await?;
+            let (engine, tasks, _events) = start_engine(&account, false).await?;
             for room in engine.rooms().await {
                 println!(
                     "{}",
@@ -428,7 +437,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Enable { room } => {
             let account = restore(&data_dir).await?;
-            let (engine, tasks, _events) = start_engine(&account).await?;
+            let (engine, tasks, _events) = start_engine(&account, false).await?;
             let room = resolve_room(&engine, &room).await?;
             engine.enable(&room).await?;
             println!("{}", json!({"room_id": room, "walkie": true}));
@@ -441,7 +450,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             receive_only,
         } => {
             let account = restore(&data_dir).await?;
-            let (engine, tasks, _events) = start_engine(&account).await?;
+            let (engine, tasks, _events) = start_engine(&account, false).await?;
             let room = resolve_room(&engine, &room).await?;
             let consent = if revoke {
                 engine.revoke_consent(&room).await?;
@@ -458,7 +467,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Status { room } => {
             let account = restore(&data_dir).await?;
-            let (engine, tasks, _events) = start_engine(&account).await?;
+            let (engine, tasks, _events) = start_engine(&account, false).await?;
             let room = resolve_room(&engine, &room).await?;
             let status = engine.status(&room)?;
             println!(
@@ -486,7 +495,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 .into());
             }
             let account = restore(&data_dir).await?;
-            let (engine, tasks, _events) = start_engine(&account).await?;
+            let (engine, tasks, _events) = start_engine(&account, false).await?;
             let room = resolve_room(&engine, &room).await?;
             if let Some(at) = start_at {
                 let wait = at.saturating_sub(now_ms());
@@ -557,7 +566,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 None
             };
             let account = restore(&data_dir).await?;
-            let (engine, tasks, events) = start_engine(&account).await?;
+            let (engine, tasks, events) = start_engine(&account, true).await?;
             let mut resolved = Vec::new();
             for r in &rooms {
                 resolved.push(resolve_room(&engine, r).await?);
