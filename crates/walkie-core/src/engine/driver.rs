@@ -174,11 +174,17 @@ pub(super) fn random_session_id() -> SessionId {
 /// To-device messages Synapse hands out per sync response at most.
 const TO_DEVICE_PAGE: usize = 100;
 
+/// Full pages of to-device messages drained before ready at most: a backlog
+/// longer than this (a stranger's flood that keeps coming) does not hold
+/// the start up; what is left is handled after ready, as usual.
+const MAX_PAGES_BEFORE_READY: usize = 20;
+
 /// The driver task: applies sync responses and floor timeouts.
 pub(super) async fn run(inner: Arc<Inner>, mut syncs: mpsc::Receiver<crate::Synced>) {
     let mut first = true;
     let mut ready = false;
     let mut offline = false;
+    let mut full_pages = 0;
     loop {
         let sleep = match inner.rooms.next_timeout() {
             Some(at) => Duration::from_millis(at.saturating_sub(now_ms())),
@@ -215,7 +221,11 @@ pub(super) async fn run(inner: Arc<Inner>, mut syncs: mpsc::Receiver<crate::Sync
                     let more_waiting = response.to_device.len() >= TO_DEVICE_PAGE;
                     handle_sync(&inner, response, first).await;
                     first = false;
-                    if !ready && !more_waiting {
+                    full_pages += usize::from(more_waiting);
+                    if !ready && (!more_waiting || full_pages >= MAX_PAGES_BEFORE_READY) {
+                        if more_waiting {
+                            tracing::warn!(pages = full_pages, "ready with to-device messages still waiting (a flood?)");
+                        }
                         ready = true;
                         inner.ready.notify_waiters();
                         inner.ready.notify_one();
