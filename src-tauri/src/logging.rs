@@ -2,7 +2,8 @@
 //! rotating file `logs/walkie-app.log.YYYY-MM-DD` in the data directory,
 //! seven files kept, each capped at [`MAX_FILE_BYTES`] (what comes after
 //! the cap in a day is dropped, with one line saying so). `RUST_LOG`
-//! filters both.
+//! filters both; libraries' known non-news lines are dropped
+//! ([`crate::log_noise`]).
 
 use std::{
     io::{self, Write},
@@ -13,37 +14,37 @@ use std::{
 
 use tracing_subscriber::fmt::MakeWriter;
 
-use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
+use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter};
+
+use crate::log_noise::KnownNoise;
 
 /// Installs the subscriber. Keep the guard alive: it flushes the file.
 pub fn init(data_dir: &Path) -> Option<tracing_appender::non_blocking::WorkerGuard> {
-    let filter = || {
-        EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| "info,matrix_sdk=warn,matrix_sdk_crypto=warn".into())
-    };
-    let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_filter(filter());
+    // One filter for both outputs: levels from RUST_LOG, then the SDK's
+    // known non-news lines dropped.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,matrix_sdk=warn,matrix_sdk_crypto=warn".into());
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let file = tracing_appender::rolling::Builder::new()
         .rotation(tracing_appender::rolling::Rotation::DAILY)
         .filename_prefix("walkie-app.log")
         .max_log_files(7)
         .build(data_dir.join("logs"));
+    let base = tracing_subscriber::registry()
+        .with(filter)
+        .with(KnownNoise)
+        .with(stderr);
     match file {
         Ok(appender) => {
             let (writer, guard) = tracing_appender::non_blocking(appender);
             let file_layer = tracing_subscriber::fmt::layer()
                 .with_ansi(false)
-                .with_writer(Capped::new(writer, MAX_FILE_BYTES))
-                .with_filter(filter());
-            tracing_subscriber::registry()
-                .with(stderr)
-                .with(file_layer)
-                .init();
+                .with_writer(Capped::new(writer, MAX_FILE_BYTES));
+            base.with(file_layer).init();
             Some(guard)
         }
         Err(e) => {
-            tracing_subscriber::registry().with(stderr).init();
+            base.init();
             tracing::warn!(error = %e, "no log file; logging to stderr only");
             None
         }

@@ -5,6 +5,7 @@
 mod commands;
 mod config;
 mod hotkey;
+mod log_noise;
 mod logging;
 mod mic_test;
 mod radio;

@@ -93,8 +93,7 @@ impl Account {
         std::fs::create_dir_all(data_dir).map_err(io)?;
         let store_dir = data_dir.join(STORE_DIR);
         let store_passphrase = store_key::passphrase(data_dir, &store_dir, fallback).await?;
-        let client = Client::builder()
-            .server_name_or_homeserver_url(&req.server)
+        let client = builder_for(&req.server)
             .sqlite_store(&store_dir, Some(&store_passphrase))
             .build()
             .await
@@ -278,6 +277,17 @@ impl Account {
     }
 }
 
+/// A client builder for `server`: a URL (`http(s)://…`) is the homeserver
+/// as given, with no `.well-known` lookup (which would only 404 on most
+/// URLs); a bare server name is resolved through `.well-known`.
+fn builder_for(server: &str) -> matrix_sdk::ClientBuilder {
+    if server.starts_with("http://") || server.starts_with("https://") {
+        Client::builder().homeserver_url(server)
+    } else {
+        Client::builder().server_name_or_homeserver_url(server)
+    }
+}
+
 fn login_error(user: &str, e: matrix_sdk::Error) -> AccountError {
     match e.client_api_error_kind() {
         Some(ErrorKind::Forbidden) => AccountError::WrongPassword {
@@ -308,11 +318,10 @@ pub struct ServerInfo {
     pub versions: Vec<String>,
 }
 
-/// Resolves `server` (URL or server name, through `.well-known`) and asks
+/// Resolves `server` (a URL as given, a server name through `.well-known`) and asks
 /// the homeserver which spec versions it supports.
 pub async fn discover(server: &str) -> Result<ServerInfo, AccountError> {
-    let client = Client::builder()
-        .server_name_or_homeserver_url(server)
+    let client = builder_for(server)
         .build()
         .await
         .map_err(|source| AccountError::Unreachable {
