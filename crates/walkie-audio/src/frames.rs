@@ -173,6 +173,16 @@ impl WavSource {
         })
     }
 
+    /// 48 kHz mono samples already in memory (an echo of a received talk).
+    pub fn from_samples(samples: Vec<i16>, realtime: bool) -> Self {
+        Self {
+            samples,
+            next: 0,
+            realtime,
+            started: None,
+        }
+    }
+
     /// Length of the file in frames (the last one zero-padded).
     pub fn frame_count(&self) -> usize {
         self.samples.len().div_ceil(FRAME_SAMPLES)

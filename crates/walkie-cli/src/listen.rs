@@ -39,23 +39,24 @@ pub struct ListenOptions {
     pub play: Option<Option<String>>,
 }
 
+/// A talk being received: its Opus packets by message.
 #[derive(Default)]
-struct Received {
-    room_id: String,
+pub(crate) struct Received {
+    pub(crate) room_id: String,
     /// seq → Opus packets of that message.
-    chunks: BTreeMap<u32, Vec<Vec<u8>>>,
+    pub(crate) chunks: BTreeMap<u32, Vec<Vec<u8>>>,
 }
 
 /// One JSON line on stdout; a closed stdout (the reader went away) is not
 /// worth a panic.
-fn print(value: &serde_json::Value) {
+pub(crate) fn print(value: &serde_json::Value) {
     use std::io::Write;
     let _ = writeln!(std::io::stdout().lock(), "{value}");
 }
 
 /// An engine event as printed; a talk's start also says when it arrived
 /// (`received_ms`, this machine's clock: press -> claim in the benches).
-fn to_json(event: &EngineEvent) -> Result<serde_json::Value, CliError> {
+pub(crate) fn to_json(event: &EngineEvent) -> Result<serde_json::Value, CliError> {
     let mut value = serde_json::to_value(event).map_err(|e| CliError::Other(e.into()))?;
     if matches!(event, EngineEvent::TalkStarted { .. }) {
         value["received_ms"] = json!(walkie_core::engine::now_ms());
@@ -211,6 +212,14 @@ pub async fn run(
 
 /// Decodes a talk's packets in sequence order into a WAV file.
 fn save(received: &Received, path: &Path) -> Result<usize, CliError> {
+    let pcm = decode(received)?;
+    wav::write_wav_mono_48k(path, &pcm).map_err(|e| CliError::Other(e.into()))?;
+    Ok(pcm.len())
+}
+
+/// A talk's packets decoded in sequence order (an undecodable packet is
+/// concealed), 48 kHz mono.
+pub(crate) fn decode(received: &Received) -> Result<Vec<i16>, CliError> {
     let mut decoder = OpusDecoder::new().map_err(|e| CliError::Other(e.into()))?;
     let mut pcm = Vec::new();
     for packets in received.chunks.values() {
@@ -226,6 +235,5 @@ fn save(received: &Received, path: &Path) -> Result<usize, CliError> {
             }
         }
     }
-    wav::write_wav_mono_48k(path, &pcm).map_err(|e| CliError::Other(e.into()))?;
-    Ok(pcm.len())
+    Ok(pcm)
 }

@@ -4,6 +4,7 @@
 //! (see `exit.rs`).
 #![recursion_limit = "256"]
 
+mod echo;
 mod exit;
 mod listen;
 mod session_file;
@@ -144,6 +145,18 @@ enum Command {
         /// from the OS keyring (needs a Secret Service).
         #[arg(long, requires = "play")]
         keep_unplayed: bool,
+    },
+    /// An echo peer: consents, then plays each talk it hears in ROOM back
+    /// into the group once the talk ends, as a talk of its own (check your
+    /// microphone, keys and network end to end).
+    Echo {
+        room: String,
+        /// Exit after echoing this many talks.
+        #[arg(long)]
+        talks: Option<usize>,
+        /// Exit after this many seconds.
+        #[arg(long)]
+        timeout: Option<f64>,
     },
     /// The audio input and output devices, as JSON.
     Devices,
@@ -550,6 +563,31 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             if let Some(error) = device_error {
                 return Err(CliError::AudioDevice(error));
             }
+        }
+        Command::Echo {
+            room,
+            talks,
+            timeout,
+        } => {
+            let account = restore(&data_dir).await?;
+            let (engine, tasks, events) = start_engine(&account, true).await?;
+            let room = resolve_room(&engine, &room).await?;
+            // Its own consent, renewed at every start.
+            engine
+                .grant_consent(&room, Some(Duration::from_secs(24 * 3600)), true)
+                .await?;
+            println!(
+                "{}",
+                json!({"event": "echoing", "room_id": room, "user_id": account.user_id(), "device_id": account.device_id()})
+            );
+            let options = echo::EchoOptions {
+                room,
+                talks,
+                timeout: timeout.map(Duration::from_secs_f64),
+            };
+            let result = echo::run(&engine, events, &options).await;
+            finish(&engine, tasks).await;
+            result?;
         }
         Command::Listen {
             rooms,

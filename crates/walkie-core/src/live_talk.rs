@@ -36,6 +36,9 @@ pub enum Input {
     Wav(PathBuf),
     /// A capture device (`None`: the default one).
     Mic(Option<String>),
+    /// 48 kHz mono samples in memory, played in real time (the echo peer
+    /// plays a talk it received back this way, never writing it to disk).
+    Samples(std::sync::Arc<Vec<i16>>),
 }
 
 /// How to talk.
@@ -150,6 +153,9 @@ pub async fn run(
         Input::Wav(path) => {
             wav =
                 Some(WavSource::open(path, true).map_err(|e| LiveTalkError::Audio(e.to_string()))?);
+        }
+        Input::Samples(samples) => {
+            wav = Some(WavSource::from_samples(samples.to_vec(), true));
         }
     }
     let mut talk = match engine.talk(room).await {

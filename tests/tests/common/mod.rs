@@ -282,19 +282,37 @@ pub async fn voice_messages(hs: &Synapse, cli: &Cli, room: &str) -> Result<Vec<(
     };
     let account = restore(hs, cli).await?;
     let client = account.client();
-    client
-        .sync_once(SyncSettings::default().timeout(Duration::ZERO))
-        .await?;
-    let sdk_room = client
-        .get_room(&RoomId::parse(room)?)
-        .context("room unknown to the client")?;
-    let messages = sdk_room.messages(MessagesOptions::backward()).await?;
+    // A room key can reach this device a sync after the event it opens (a
+    // sender that posted just now): sync again, a few times, before calling
+    // an event undecryptable.
+    let mut attempt = 0;
+    let messages = loop {
+        let wait = if attempt == 0 { 0 } else { 1000 };
+        client
+            .sync_once(SyncSettings::default().timeout(Duration::from_millis(wait)))
+            .await?;
+        let sdk_room = client
+            .get_room(&RoomId::parse(room)?)
+            .context("room unknown to the client")?;
+        let messages = sdk_room.messages(MessagesOptions::backward()).await?;
+        let undecryptable = messages.chunk.iter().any(|e| {
+            e.raw()
+                .get_field::<String>("type")
+                .ok()
+                .flatten()
+                .is_some_and(|t| t == "m.room.encrypted")
+        });
+        attempt += 1;
+        if !undecryptable || attempt >= 5 {
+            break messages;
+        }
+    };
     let mut out = Vec::new();
     for event in messages.chunk {
         let value: Value = event.raw().deserialize_as_unchecked()?;
         ensure!(
             value["type"] != "m.room.encrypted",
-            "undecryptable event: {value}"
+            "undecryptable event after {attempt} sync(s): {value}"
         );
         if value["type"] != "m.room.message" || value["content"]["msgtype"] != "m.audio" {
             continue;
