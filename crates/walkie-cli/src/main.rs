@@ -80,6 +80,14 @@ enum Command {
     Join { room: String },
     /// Make a joined room a walkie group.
     Enable { room: String },
+    /// Where the group's recordings go: `timeline` (voice messages in the
+    /// room), `thread` (all in one thread, the timeline kept clean) or
+    /// `none` (live only). Needs the power to change the group's settings.
+    Recordings {
+        room: String,
+        #[arg(value_parser = ["timeline", "thread", "none"])]
+        mode: String,
+    },
     /// Grant this device's consent (`--for 15m|1h|8h|forever`, or any
     /// number with s/m/h) or revoke it (`--revoke`).
     Consent {
@@ -454,6 +462,22 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let room = resolve_room(&engine, &room).await?;
             engine.enable(&room).await?;
             println!("{}", json!({"room_id": room, "walkie": true}));
+            finish(&engine, tasks).await;
+        }
+        Command::Recordings { room, mode } => {
+            let recordings = match mode.as_str() {
+                "thread" => walkie_core::protocol::Recordings::Thread,
+                "none" => walkie_core::protocol::Recordings::None,
+                _ => walkie_core::protocol::Recordings::Timeline,
+            };
+            let account = restore(&data_dir).await?;
+            let (engine, tasks, _events) = start_engine(&account, false).await?;
+            let room = resolve_room(&engine, &room).await?;
+            let group = engine.set_recordings(&room, recordings).await?;
+            println!(
+                "{}",
+                json!({"room_id": room, "recordings": group.recordings, "thread_root": group.thread_root})
+            );
             finish(&engine, tasks).await;
         }
         Command::Consent {

@@ -22,7 +22,7 @@ pub enum Recordings {
 
 /// Content of `org.matrix.msc4002.walkie` (state key `""`): marks a room as a
 /// walkie-talkie group and sets the parameters every client must share.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalkieGroup {
     /// Protocol version; only [`PROTOCOL_VERSION`] is understood.
     pub version: u32,
@@ -35,6 +35,10 @@ pub struct WalkieGroup {
     /// Where recordings go.
     #[serde(default)]
     pub recordings: Recordings,
+    /// The event the group's recordings thread hangs from (with
+    /// `recordings: thread`): posted once, when thread mode is first chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_root: Option<String>,
 }
 
 fn default_lease() -> u64 {
@@ -51,6 +55,7 @@ impl Default for WalkieGroup {
             lease_ms: DEFAULT_LEASE_MS,
             max_talk_ms: DEFAULT_MAX_TALK_MS,
             recordings: Recordings::Timeline,
+            thread_root: None,
         }
     }
 }
@@ -93,16 +98,36 @@ impl WalkieGroup {
             self.max_talk_ms,
             MIN_TALK_LIMIT_MS,
             MAX_TALK_LIMIT_MS,
-        )
+        )?;
+        if let Some(root) = &self.thread_root {
+            if !root.starts_with('$') || root.len() > 255 || root.chars().any(char::is_whitespace) {
+                return Err(ProtocolError::Malformed(format!(
+                    "thread_root {root:?} is not an event id"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The thread a talk's recording goes into, if the group posts into one.
+    pub fn recordings_thread(&self) -> Option<&str> {
+        match self.recordings {
+            Recordings::Thread => self.thread_root.as_deref(),
+            _ => None,
+        }
     }
 
     /// The content to send.
     pub fn to_content(&self) -> Value {
-        serde_json::json!({
+        let mut content = serde_json::json!({
             "version": self.version,
             "lease_ms": self.lease_ms,
             "max_talk_ms": self.max_talk_ms,
             "recordings": self.recordings,
-        })
+        });
+        if let Some(root) = &self.thread_root {
+            content["thread_root"] = Value::String(root.clone());
+        }
+        content
     }
 }

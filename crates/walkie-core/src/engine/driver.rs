@@ -308,7 +308,7 @@ async fn reload_room(inner: &Arc<Inner>, room_id: &matrix_sdk::ruma::RoomId) {
     };
     let known = inner.rooms.with(inner, &id, |machine| {
         machine.handle_state(
-            state.group,
+            state.group.clone(),
             state.consents.clone(),
             state.members.clone(),
             now,

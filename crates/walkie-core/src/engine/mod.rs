@@ -274,6 +274,37 @@ impl Engine {
         room_state::enable(&sdk_room, &WalkieGroup::default()).await
     }
 
+    /// Sets where the group's recordings go (a room admin's choice). The
+    /// first switch to [`Recordings::Thread`] posts the thread's root
+    /// message and records it in the group marker; later ones reuse it.
+    pub async fn set_recordings(
+        &self,
+        room: &str,
+        recordings: Recordings,
+    ) -> Result<WalkieGroup, EngineError> {
+        let (sdk_room, id) = self.room(room)?;
+        let mut group = self
+            .inner
+            .rooms
+            .read(|machines| machines.get(&id).and_then(|m| m.group().cloned()))
+            .ok_or_else(|| EngineError::NotAGroup(room.to_owned()))?;
+        group.recordings = recordings;
+        if recordings == Recordings::Thread && group.thread_root.is_none() {
+            let root = sdk_room
+                .send_raw(
+                    "m.room.message",
+                    serde_json::json!({
+                        "msgtype": "m.notice",
+                        "body": "Walkie talks: the recordings of this group's talks are in this thread.",
+                    }),
+                )
+                .await?;
+            group.thread_root = Some(root.response.event_id.to_string());
+        }
+        room_state::enable(&sdk_room, &group).await?;
+        Ok(group)
+    }
+
     /// Sets this device's consent in `room` (`expires_ts: None` = until
     /// revoked), or revokes it with `None` (effective here at once).
     pub async fn set_consent(

@@ -248,8 +248,14 @@ pub fn transaction_id(session: &str) -> String {
 }
 
 /// Uploads the recording encrypted and posts it as a voice message in the
-/// form Element sends, plus the talk reference.
-pub async fn post(client: &Client, meta: &EntryMeta, rec: Recording) -> Result<(), OutboxError> {
+/// form Element sends, plus the talk reference; into the thread under
+/// `thread_root` when the group keeps its recordings in one.
+pub async fn post(
+    client: &Client,
+    meta: &EntryMeta,
+    rec: Recording,
+    thread_root: Option<&str>,
+) -> Result<(), OutboxError> {
     let matrix = |e: matrix_sdk::Error| OutboxError::Matrix(Box::new(e));
     let room_id = matrix_sdk::ruma::RoomId::parse(&meta.room_id)
         .map_err(|e| OutboxError::Corrupt(meta.session_id.clone(), e.to_string()))?;
@@ -276,6 +282,16 @@ pub async fn post(client: &Client, meta: &EntryMeta, rec: Recording) -> Result<(
     });
     if let Ok(session_id) = SessionId::parse(&meta.session_id) {
         TalkReference { session_id }.insert_into(&mut content);
+    }
+    if let Some(root) = thread_root {
+        // A thread reply as Element sends it (with the reply fallback for
+        // clients without threads).
+        content["m.relates_to"] = json!({
+            "rel_type": "m.thread",
+            "event_id": root,
+            "is_falling_back": true,
+            "m.in_reply_to": {"event_id": root},
+        });
     }
     let txn: OwnedTransactionId = transaction_id(&meta.session_id).into();
     room.send_raw("m.room.message", content)

@@ -14,6 +14,8 @@ use std::{
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use walkie_protocol::RoomId;
+
 use super::{outbox, Inner};
 
 /// What one outbox pass did.
@@ -91,7 +93,17 @@ pub(super) async fn post_pending(inner: &Inner) -> OutboxReport {
                 return Ok(false);
             }
             let recording = outbox::make_recording(&meta.session_id, &packets)?;
-            outbox::post(&inner.client, &meta, recording).await?;
+            // Where the group wants recordings now (it may have changed
+            // since the talk): the timeline, or its recordings thread.
+            let thread = RoomId::parse(&meta.room_id).ok().and_then(|id| {
+                inner.rooms.read(|machines| {
+                    machines
+                        .get(&id)
+                        .and_then(|m| m.group())
+                        .and_then(|g| g.recordings_thread().map(str::to_owned))
+                })
+            });
+            outbox::post(&inner.client, &meta, recording, thread.as_deref()).await?;
             Ok::<_, outbox::OutboxError>(true)
         }
         .await;

@@ -283,7 +283,7 @@ impl Sim {
                         room.clone(),
                         user_of(i),
                         device_of(i),
-                        Some(group),
+                        Some(group.clone()),
                         consents.clone(),
                         (0..sc.offsets.len()).map(user_of).collect(),
                         source,

@@ -339,7 +339,7 @@ fn new_settings_from_state_apply_to_the_next_talk() {
         max_talk_ms: 20_000,
         ..WalkieGroup::default()
     };
-    m.handle_state(Some(longer), consents, everyone(), T0);
+    m.handle_state(Some(longer.clone()), consents, everyone(), T0);
     assert_eq!(m.group(), Some(&longer));
     let session = m.press(T0).unwrap();
     m.send_audio(&session, vec![vec![1]], T0 + 10_000, T0 + 10_000)
