@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Creates the demo users (alice, bob) and the encrypted demo room on the
-local homeserver, if they do not exist yet. Idempotent; standard library
+"""Creates the demo users (alice, bob) and the encrypted demo room (a walkie
+group) on the local homeserver, if they do not exist yet. Idempotent; standard library
 only (runs with the Synapse venv's Python). Passwords are generated once and
 kept in --state (mode 600): this is a local demo server, not an account of
 the user's."""
@@ -80,7 +80,7 @@ def main():
     alias = f"#{ROOM_ALIAS_LOCALPART}:{server}"
     if state.get("room_id"):
         status, found = call(base, "GET", "/_matrix/client/v3/directory/room/" + urllib.parse.quote(alias))
-        if status == 200 and found.get("room_id") == state["room_id"]:
+        if status == 200 and found.get("room_id") == state["room_id"] and state.get("walkie_group"):
             print(f"demo setup: users and {alias} already there", file=sys.stderr)
             return
 
@@ -117,6 +117,15 @@ def main():
                           token=tokens["bob"])
     if status != 200:
         sys.exit(f"demo setup: bob cannot join {alias} ({status}): {joined}")
+
+    # A walkie group (the group marker, default settings), so the first run
+    # has someone to talk to: the run command starts bob as an echo peer.
+    status, answer = call(base, "PUT",
+                          f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/state/org.matrix.msc4002.walkie/",
+                          {"version": 1}, token=tokens["alice"])
+    if status != 200:
+        sys.exit(f"demo setup: cannot make {alias} a walkie group ({status}): {answer}")
+    state["walkie_group"] = True
 
     # The setup devices are not kept: logging out deletes them.
     for user in USERS:

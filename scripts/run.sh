@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's run command: set-up (idempotent), a local Synapse with two
-# demo users and an encrypted demo room (unless --homeserver is given), then
-# the tray app signed in as the first demo user. Ctrl-C stops the app and the
-# homeserver this script started.
+# demo users and an encrypted demo room that is a walkie group (unless
+# --homeserver is given) with bob in it as an echo peer (`walkie echo`: it
+# plays each talk back), then the tray app signed in as alice. Ctrl-C stops
+# the app, the echo peer and the homeserver this script started.
 #
 #   bash scripts/run.sh                       local homeserver, signed in as alice
 #   bash scripts/run.sh --homeserver URL --user NAME   an existing server
@@ -23,6 +24,12 @@ while (($#)); do
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+
+# Cheap checks first, before any set-up or build.
+if ((!XVFB)) && [[ -z ${DISPLAY:-}${WAYLAND_DISPLAY:-} ]]; then
+  echo "run.sh: no graphical session (DISPLAY and WAYLAND_DISPLAY are unset): run from a desktop, or add --xvfb" >&2
+  exit 1
+fi
 
 source scripts/setup.sh
 source scripts/local-homeserver.sh
@@ -52,15 +59,17 @@ if [[ -z $HOMESERVER ]]; then
   USER_NAME=@alice:localhost
   WALKIE_PASSWORD=$("$WALKIE_SYNAPSE_PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["alice"])' \
     "$WALKIE_DATA/homeserver/demo-users.json")
+  # bob answers as an echo peer in the demo group (a walkie group).
+  demo() { "$WALKIE_SYNAPSE_PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' \
+    "$WALKIE_DATA/homeserver/demo-users.json" "$1"; }
+  DEMO_ROOM=$(demo room_id)
+  BOB_PASSWORD=$(demo bob)
 else
   [[ -n $USER_NAME ]] || die "--homeserver needs --user NAME (or WALKIE_USER)"
   if [[ -z ${WALKIE_PASSWORD:-} ]]; then
     read -rsp "Password for $USER_NAME on $HOMESERVER: " WALKIE_PASSWORD; echo >&2
   fi
 fi
-
-say "building the app (cargo build -p walkie-app)"
-cargo build -p walkie-app --locked
 
 if ((XVFB)); then
   command -v Xvfb >/dev/null || die "Xvfb is missing (Debian package xvfb)"
@@ -73,8 +82,25 @@ if ((XVFB)); then
   trayer --edge top --align right --widthtype request --height 32 >/dev/null 2>&1 &
   CHILDREN+=("$!")
   say "virtual display $DISPLAY (screenshot: DISPLAY=$DISPLAY import -window root shot.png)"
-elif [[ -z ${DISPLAY:-}${WAYLAND_DISPLAY:-} ]]; then
-  die "no graphical session (DISPLAY and WAYLAND_DISPLAY are unset): run from a desktop, or add --xvfb"
+fi
+
+say "building the app (cargo build -p walkie-app)"
+cargo build -p walkie-app --locked
+
+if [[ -n ${DEMO_ROOM:-} ]]; then
+  say "building the CLI (cargo build -p walkie-cli) for the echo peer"
+  cargo build -p walkie-cli --locked
+  WALKIE_CLI="$CARGO_TARGET_DIR/debug/walkie"
+  ECHO_DIR="$WALKIE_DATA/echo-bob"
+  ECHO_LOG="$WALKIE_DATA/echo.log"
+  if ! "$WALKIE_CLI" --data-dir "$ECHO_DIR" rooms >/dev/null 2>"$ECHO_LOG"; then
+    WALKIE_PASSWORD="$BOB_PASSWORD" "$WALKIE_CLI" --data-dir "$ECHO_DIR" login \
+      --homeserver "$HOMESERVER" --user @bob:localhost >/dev/null 2>>"$ECHO_LOG" \
+      || die "the echo peer (bob) could not sign in: see $ECHO_LOG"
+  fi
+  "$WALKIE_CLI" --data-dir "$ECHO_DIR" echo "$DEMO_ROOM" >>"$ECHO_LOG" 2>&1 &
+  CHILDREN+=("$!")
+  say "bob is an echo peer in the \"Walkie demo\" group: consent in the panel, then hold Ctrl+Alt+Space, talk, release, and hear yourself back (log: $ECHO_LOG)"
 fi
 
 say "starting Walkie as $USER_NAME on $HOMESERVER (Ctrl-C stops it)"
