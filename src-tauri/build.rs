@@ -9,6 +9,7 @@ fn main() {
             "groups",
             "grant_consent",
             "revoke_consent",
+            "set_recordings",
             "other_rooms",
             "make_group",
             "set_talk_room",

@@ -322,6 +322,17 @@ function renderGroups() {
         await call("revoke_consent", { room: g.room_id });
         await refreshGroups();
       });
+      const recordings = li.querySelector(".recordings");
+      recordings.value = g.recordings;
+      recordings.disabled = !g.can_change_settings;
+      li.querySelector(".recordings-note").textContent = g.can_change_settings
+        ? ""
+        : "set by the group's admins";
+      recordings.addEventListener("change", async () => {
+        // A refusal is shown by `call`; the list then shows what applies.
+        await call("set_recordings", { room: g.room_id, mode: recordings.value }).catch(() => {});
+        await refreshGroups();
+      });
       const devices = li.querySelector(".devices");
       devices.replaceChildren(
         ...g.devices

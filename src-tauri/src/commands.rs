@@ -89,12 +89,16 @@ pub struct GroupView {
     devices: Vec<DeviceView>,
     /// Consenting devices Walkie does not talk to, and why.
     excluded: Vec<ExcludedView>,
+    /// Where the group's recordings go (`timeline`, `thread`, `none`).
+    recordings: walkie_core::protocol::Recordings,
+    /// Whether this user may change the group's settings (a room admin).
+    can_change_settings: bool,
     /// The panel's clock reference: the app's now, to count down from.
     now_ms: u64,
 }
 
 #[tauri::command]
-pub fn groups(
+pub async fn groups(
     radio: State<'_, Radio>,
     status: State<'_, SharedStatus>,
 ) -> Result<Vec<GroupView>, String> {
@@ -106,7 +110,13 @@ pub fn groups(
         let Ok(room) = engine.status(&group.room_id) else {
             continue;
         };
+        let can_change_settings = engine
+            .can_change_settings(&group.room_id)
+            .await
+            .unwrap_or(false);
         out.push(GroupView {
+            recordings: room.recordings,
+            can_change_settings,
             room_id: group.room_id.clone(),
             name: group.name.clone(),
             talk_room: snapshot.talk_room.as_deref() == Some(group.room_id.as_str()),
@@ -137,6 +147,29 @@ pub fn groups(
         });
     }
     Ok(out)
+}
+
+/// Sets where a group's recordings go: `timeline`, `thread` or `none`
+/// (a room admin's choice).
+#[tauri::command]
+pub async fn set_recordings(
+    radio: State<'_, Radio>,
+    room: String,
+    mode: String,
+) -> Result<(), String> {
+    use walkie_core::protocol::Recordings;
+    let recordings = match mode.as_str() {
+        "timeline" => Recordings::Timeline,
+        "thread" => Recordings::Thread,
+        "none" => Recordings::None,
+        other => return Err(format!("unknown recordings mode {other:?}")),
+    };
+    let engine = engine(&radio)?;
+    engine
+        .set_recordings(&room, recordings)
+        .await
+        .map(drop)
+        .map_err(|e| format!("Could not change where recordings go: {e}"))
 }
 
 /// Grants this device's consent for `minutes` (`None`: until revoked).

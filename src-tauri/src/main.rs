@@ -51,6 +51,7 @@ fn main() -> anyhow::Result<()> {
             commands::sign_out,
             commands::groups,
             commands::grant_consent,
+            commands::set_recordings,
             commands::revoke_consent,
             commands::other_rooms,
             commands::make_group,

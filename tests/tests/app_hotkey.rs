@@ -244,3 +244,96 @@ async fn the_tray_menu_chooses_where_the_hotkey_talks() -> Result<()> {
     drop(app);
     Ok(())
 }
+
+/// The first run (issue 14): the demo group with bob as an echo peer
+/// (`walkie echo`, what the run command starts). alice holds the hotkey and
+/// speaks; once she releases, the echo plays her talk back as a live talk
+/// of its own, and the app's speaker (a private PulseAudio sink) hears her
+/// own voice; both talks are voice messages in the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_echo_peer_gives_a_hotkey_talk_back_at_the_speaker() -> Result<()> {
+    let hs = Synapse::start().await?;
+    let audio = PulseAudio::start()?;
+    let desktop = Desktop::start()?;
+    let root = tempfile::tempdir()?;
+    let people = app_people(&hs, root.path()).await?;
+    let bob = &people.bob;
+    let room = people.group("Walkie demo")?;
+    let speech = root.path().join("speech.wav");
+    speech_wav(&speech, 3.0)?;
+
+    let mut echo = bob
+        .command()
+        .args(["echo", &room, "--talks", "1", "--timeout", "180"])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let echo_events = json_lines(echo.stdout.take().context("echo stdout")?);
+    wait_for(&echo_events, Duration::from_secs(60), |v| {
+        v["event"] == "echoing"
+    })?;
+
+    let (app, log) = start_app(&desktop, people.app_env(&hs, &audio))?;
+    wait_log(
+        &log,
+        &["push-to-talk shortcut registered"],
+        Duration::from_secs(90),
+    )?;
+    wait_log(&log, &["walkie groups", &room], Duration::from_secs(90))?;
+    let heard_path = root.path().join("alice-speaker.wav");
+    let recorder = audio.record_speaker(&heard_path)?;
+
+    xdotool(&desktop, &["keydown", "ctrl+alt+space"])?;
+    let live = wait_log(&log, &["capture live"], Duration::from_secs(20));
+    if live.is_err() {
+        xdotool(&desktop, &["keyup", "ctrl+alt+space"])?;
+    }
+    live?;
+    let mut feed = audio.play_into_mic(&speech)?;
+    ensure!(feed.wait()?.success(), "paplay into the microphone failed");
+    xdotool(&desktop, &["keyup", "ctrl+alt+space"])?;
+    wait_log(&log, &["talk released"], Duration::from_secs(20))?;
+
+    // The echo talks back; the app plays it.
+    let (echoed, _) = wait_for(&echo_events, Duration::from_secs(60), |v| {
+        v["event"] == "echoed"
+    })?;
+    eprintln!("echo: {echoed}");
+    wait_log(&log, &["tray state", "receiving"], Duration::from_secs(60))?;
+    wait_log(&log, &["output closed"], Duration::from_secs(60))?;
+    recorder.stop()?;
+    let heard = wav::read_wav_mono_48k(&heard_path)?;
+    let source = wav::read_wav_mono_48k(&speech)?;
+    let (corr, lag) = normalised_cross_correlation(&source, &heard, heard.len().max(1) - 1);
+    eprintln!(
+        "the speaker heard {:.2} s; correlation with alice's speech {corr:.3} at lag {lag}",
+        heard.len() as f64 / 48_000.0
+    );
+    // Two Opus generations (alice's talk, the echo's) and the device path.
+    ensure!(
+        corr >= 0.7,
+        "the speaker did not hear alice's voice back: {corr:.3}"
+    );
+    let status = echo.wait()?;
+    ensure!(status.success(), "walkie echo exited with {status}");
+    drop(app);
+
+    // Both talks are voice messages in the room.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let posted = voice_messages(&hs, bob, &room).await?;
+        let has = |s: &serde_json::Value| {
+            posted
+                .iter()
+                .any(|(c, _)| &c["org.matrix.msc4002.talk"]["session_id"] == s)
+        };
+        if has(&echoed["of"]) && has(&echoed["session_id"]) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "not both talks are voice messages"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}

@@ -138,6 +138,8 @@ pub struct RoomStatus {
     pub room_id: String,
     pub lease_ms: u64,
     pub max_talk_ms: u64,
+    /// Where the group's recordings go.
+    pub recordings: Recordings,
     pub devices: Vec<DeviceConsent>,
     pub holder: Option<String>,
     pub holder_device: Option<String>,
@@ -274,6 +276,22 @@ impl Engine {
         room_state::enable(&sdk_room, &WalkieGroup::default()).await
     }
 
+    /// Whether this user may change the group's settings (send its marker
+    /// state: a room admin, by the room's power levels).
+    pub async fn can_change_settings(&self, room: &str) -> Result<bool, EngineError> {
+        let (sdk_room, _) = self.room(room)?;
+        let levels = sdk_room
+            .power_levels()
+            .await
+            .map_err(|e| EngineError::Matrix(Box::new(e.into())))?;
+        let me = self
+            .inner
+            .client
+            .user_id()
+            .ok_or_else(|| EngineError::Stopped("not signed in".into()))?;
+        Ok(levels.user_can_send_state(me, walkie_protocol::GROUP_EVENT_TYPE.into()))
+    }
+
     /// Sets where the group's recordings go (a room admin's choice). The
     /// first switch to [`Recordings::Thread`] posts the thread's root
     /// message and records it in the group marker; later ones reuse it.
@@ -404,6 +422,7 @@ impl Engine {
                 room_id: room.to_owned(),
                 lease_ms: group.lease_ms,
                 max_talk_ms: group.max_talk_ms,
+                recordings: group.recordings,
                 devices,
                 holder: machine.holder().map(|c| c.user_id.to_string()),
                 holder_device: machine.holder().map(|c| c.device_id.to_string()),
