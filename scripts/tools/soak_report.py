@@ -45,17 +45,27 @@ rows = [(float(t), name_of(n), int(r), int(c)) for t, n, r, c in csv.reader(open
 names = list(dict.fromkeys(n for _, n, _, _ in rows))
 hz = os.sysconf("SC_CLK_TCK")
 mem = {}
+
+
+def slope_per_hour(pts):
+    """Least-squares slope of (seconds, KiB) points, in KiB per hour."""
+    if len(pts) < 3:
+        return None
+    k = len(pts); mx = sum(p[0] for p in pts) / k; my = sum(p[1] for p in pts) / k
+    den = sum((p[0] - mx) ** 2 for p in pts)
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / den * 3600 if den else None
+
+
 for name in names:
     pts = [(t, r) for t, n, r, _ in rows if n == name and t >= 60]
     cpu = [(t, c) for t, n, _, c in rows if n == name]
-    slope = None
-    if len(pts) >= 3:
-        k = len(pts); mx = sum(p[0] for p in pts) / k; my = sum(p[1] for p in pts) / k
-        den = sum((p[0] - mx) ** 2 for p in pts)
-        slope = sum((p[0] - mx) * (p[1] - my) for p in pts) / den * 3600 if den else None
+    slope = slope_per_hour(pts)
+    # Whether growth levels off: the slope over the second half alone.
+    late = slope_per_hour([(t, r) for t, r in pts if t >= duration / 2])
     cpu_pct = ((cpu[-1][1] - cpu[0][1]) / hz) / (cpu[-1][0] - cpu[0][0]) * 100 if len(cpu) >= 2 and cpu[-1][0] > cpu[0][0] else None
     mem[name] = {"rss_first_kib": pts[0][1] if pts else None, "rss_last_kib": pts[-1][1] if pts else None,
                  "slope_kib_per_hour": round(slope, 1) if slope is not None else None,
+                 "slope_second_half_kib_per_hour": round(late, 1) if late is not None else None,
                  "cpu_pct_of_one_core": round(cpu_pct, 2) if cpu_pct is not None else None}
 for p in per + ([app] if app else []):
     p.update(mem.get(p["name"], {}))

@@ -62,6 +62,21 @@ fn start_app(
     Ok((app, log))
 }
 
+/// Where the first voiced quarter second at or after `from` begins.
+fn first_voiced(samples: &[i16], from: usize) -> Option<usize> {
+    const WINDOW: usize = 12_000;
+    (from..samples.len().saturating_sub(WINDOW))
+        .step_by(WINDOW / 4)
+        .find(|&i| {
+            let power: f64 = samples[i..i + WINDOW]
+                .iter()
+                .map(|&x| f64::from(x).powi(2))
+                .sum::<f64>()
+                / WINDOW as f64;
+            power.sqrt() > 500.0
+        })
+}
+
 fn xdotool(desktop: &Desktop, args: &[&str]) -> Result<()> {
     let status = desktop.command("xdotool").args(args).status()?;
     ensure!(status.success(), "xdotool {args:?} failed");
@@ -301,12 +316,18 @@ async fn the_echo_peer_gives_a_hotkey_talk_back_at_the_speaker() -> Result<()> {
     wait_log(&log, &["tray state", "receiving"], Duration::from_secs(60))?;
     wait_log(&log, &["output closed"], Duration::from_secs(60))?;
     recorder.stop()?;
-    let heard = wav::read_wav_mono_48k(&heard_path)?;
+    let recorded = wav::read_wav_mono_48k(&heard_path)?;
     let source = wav::read_wav_mono_48k(&speech)?;
-    let (corr, lag) = normalised_cross_correlation(&source, &heard, heard.len().max(1) - 1);
+    // The echo is the first sound after the press's talk-permit cue (the
+    // first second; alice talks 3 s before the echo can start): compare
+    // that stretch with her speech.
+    let start = first_voiced(&recorded, 48_000).context("the speaker heard nothing back")?;
+    let end = (start + source.len() + 24_000).min(recorded.len());
+    let heard = &recorded[start.saturating_sub(24_000)..end];
+    let (corr, lag) = normalised_cross_correlation(&source, heard, 48_000);
     eprintln!(
-        "the speaker heard {:.2} s; correlation with alice's speech {corr:.3} at lag {lag}",
-        heard.len() as f64 / 48_000.0
+        "the speaker heard the echo from {:.2} s; correlation with alice's speech {corr:.3} at lag {lag}",
+        start as f64 / 48_000.0
     );
     // Two Opus generations (alice's talk, the echo's) and the device path.
     ensure!(
