@@ -325,14 +325,22 @@ async fn the_echo_peer_gives_a_hotkey_talk_back_at_the_speaker() -> Result<()> {
     let end = (start + source.len() + 24_000).min(recorded.len());
     let heard = &recorded[start.saturating_sub(24_000)..end];
     let (corr, lag) = normalised_cross_correlation(&source, heard, 48_000);
+    // Per 0.5 s window, as the device tests judge playback: two players'
+    // jitter buffers (the echo's capture of alice, the app's playback of
+    // the echo) may each shift the timeline by 20 ms steps.
+    let windows = windowed_match(&source, heard, lag);
+    let mut sorted = windows.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
     eprintln!(
-        "the speaker heard the echo from {:.2} s; correlation with alice's speech {corr:.3} at lag {lag}",
+        "the speaker heard the echo from {:.2} s; correlation with alice's speech {corr:.3} \
+         at lag {lag}; per 0.5 s window (median {median:.3}): {windows:.2?}",
         start as f64 / 48_000.0
     );
-    // Two Opus generations (alice's talk, the echo's) and the device path.
+    // Two Opus generations (alice's talk, the echo's) score about 0.87.
     ensure!(
-        corr >= 0.7,
-        "the speaker did not hear alice's voice back: {corr:.3}"
+        median >= 0.7,
+        "the speaker did not hear alice's voice back: windows {windows:.2?}"
     );
     let status = echo.wait()?;
     ensure!(status.success(), "walkie echo exited with {status}");
