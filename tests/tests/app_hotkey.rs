@@ -83,6 +83,31 @@ fn xdotool(desktop: &Desktop, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Holds the push-to-talk shortcut until the app's capture is live (the
+/// key is let go again if it never is).
+fn press_until_live(desktop: &Desktop, log: &mpsc::Receiver<String>) -> Result<String> {
+    xdotool(desktop, &["keydown", "ctrl+alt+space"])?;
+    let live = wait_log(log, &["capture live"], Duration::from_secs(20));
+    if live.is_err() {
+        xdotool(desktop, &["keyup", "ctrl+alt+space"])?;
+    }
+    live
+}
+
+/// Plays `speech` into the app's microphone, lets the shortcut go and
+/// waits for the app to say the talk was released.
+fn speak_and_release(
+    desktop: &Desktop,
+    audio: &PulseAudio,
+    log: &mpsc::Receiver<String>,
+    speech: &std::path::Path,
+) -> Result<String> {
+    let mut feed = audio.play_into_mic(speech)?;
+    ensure!(feed.wait()?.success(), "paplay into the microphone failed");
+    xdotool(desktop, &["keyup", "ctrl+alt+space"])?;
+    wait_log(log, &["talk released"], Duration::from_secs(20))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holding_the_hotkey_talks_and_releasing_posts_the_voice_message() -> Result<()> {
     let hs = Synapse::start().await?;
@@ -113,21 +138,12 @@ async fn holding_the_hotkey_talks_and_releasing_posts_the_voice_message() -> Res
         "120",
     ])?;
 
-    xdotool(&desktop, &["keydown", "ctrl+alt+space"])?;
-    let live = wait_log(&log, &["capture live"], Duration::from_secs(20));
-    if live.is_err() {
-        xdotool(&desktop, &["keyup", "ctrl+alt+space"])?;
-    }
-    eprintln!("{}", live?);
+    eprintln!("{}", press_until_live(&desktop, &log)?);
     let (claim, _) = wait_for(&bob_events, Duration::from_secs(20), |v| {
         v["event"] == "talk_started"
     })?;
     assert_eq!(claim["user_id"], alice_r.user_id.as_str(), "{claim}");
-    let mut feed = audio.play_into_mic(&speech)?;
-    ensure!(feed.wait()?.success(), "paplay into the microphone failed");
-    xdotool(&desktop, &["keyup", "ctrl+alt+space"])?;
-    let released = wait_log(&log, &["talk released"], Duration::from_secs(20))?;
-    eprintln!("{released}");
+    eprintln!("{}", speak_and_release(&desktop, &audio, &log, &speech)?);
 
     let (saved, _) = wait_for(&bob_events, Duration::from_secs(30), |v| {
         v["event"] == "saved"
@@ -297,16 +313,8 @@ async fn the_echo_peer_gives_a_hotkey_talk_back_at_the_speaker() -> Result<()> {
     let heard_path = root.path().join("alice-speaker.wav");
     let recorder = audio.record_speaker(&heard_path)?;
 
-    xdotool(&desktop, &["keydown", "ctrl+alt+space"])?;
-    let live = wait_log(&log, &["capture live"], Duration::from_secs(20));
-    if live.is_err() {
-        xdotool(&desktop, &["keyup", "ctrl+alt+space"])?;
-    }
-    live?;
-    let mut feed = audio.play_into_mic(&speech)?;
-    ensure!(feed.wait()?.success(), "paplay into the microphone failed");
-    xdotool(&desktop, &["keyup", "ctrl+alt+space"])?;
-    wait_log(&log, &["talk released"], Duration::from_secs(20))?;
+    press_until_live(&desktop, &log)?;
+    speak_and_release(&desktop, &audio, &log, &speech)?;
 
     // The echo talks back; the app plays it.
     let (echoed, _) = wait_for(&echo_events, Duration::from_secs(60), |v| {

@@ -33,20 +33,7 @@ async fn the_echo_peer_plays_a_talk_back_as_its_own() -> Result<()> {
         e["event"] == "echoing"
     })?;
     // The echo's own consent reached alice: her talk goes to its device.
-    until(
-        Duration::from_secs(60),
-        "the echo's consent counted",
-        || {
-            let status = alice.ok(&["status", &room])?;
-            let counted = status["devices"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|d| d["user_id"] == b.user_id.as_str());
-            ensure!(counted, "not yet: {status}");
-            Ok(())
-        },
-    )?;
+    until_counted(alice, &room, &b.user_id, Duration::from_secs(60))?;
 
     let listener = CountingListener::start(carol, &room, &root.path().join("out"))?;
     let speech = root.path().join("speech.wav");

@@ -44,16 +44,7 @@ async fn live_talk_across(one_way: Duration) -> Result<()> {
     alice.ok(&["consent", &room, "--for", "1h"])?;
     bob.ok(&["consent", &room, "--for", "1h"])?;
     // Bob's consent crossed over: alice's client counts his device.
-    until(limit, "bob's consent reaches alice", || {
-        let status = alice.ok(&["status", &room])?;
-        let counted = status["devices"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|d| d["user_id"] == b.user_id.as_str());
-        ensure!(counted, "not yet: {status}");
-        Ok(())
-    })?;
+    until_counted(&alice, &room, &b.user_id, limit)?;
 
     let out = root.path().join("out");
     let listener = CountingListener::start(&bob, &room, &out)?;
@@ -298,22 +289,9 @@ async fn pair_with_listener(
     })?;
     alice.ok(&["consent", &room, "--for", "1h"])?;
     bob.ok(&["consent", &room, "--for", "1h"])?;
-    until(limit, "bob's consent reaches alice", || {
-        ensure!(counts(&alice, &room, &b.user_id)?, "not yet");
-        Ok(())
-    })?;
+    until_counted(&alice, &room, &b.user_id, limit)?;
     let listener = CountingListener::start(&bob, &room, &root.join("out"))?;
     Ok((alice, bob, room, b, listener))
-}
-
-/// Whether `cli`'s client counts a consenting device of `user` in `room`.
-fn counts(cli: &Cli, room: &str, user: &str) -> Result<bool> {
-    let status = cli.ok(&["status", room])?;
-    Ok(status["devices"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|d| d["user_id"] == user))
 }
 
 /// alice talks 1 s; returns the session id.

@@ -718,3 +718,22 @@ pub fn until<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Result<T>) -
         }
     }
 }
+
+/// Whether `cli`'s client counts a consenting device of `user` in `room`.
+pub fn counts(cli: &Cli, room: &str, user: &str) -> Result<bool> {
+    let status = cli.ok(&["status", room])?;
+    Ok(status["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|d| d["user_id"] == user))
+}
+
+/// Waits until `cli`'s client counts a consenting device of `user` in
+/// `room` (a consent crossing federation, a fresh peer's own grant).
+pub fn until_counted(cli: &Cli, room: &str, user: &str, limit: Duration) -> Result<()> {
+    until(limit, "the consent counted", || {
+        ensure!(counts(cli, room, user)?, "not yet");
+        Ok(())
+    })
+}
