@@ -48,24 +48,8 @@ async fn the_app_says_offline_recovers_and_keeps_unplayed_talks_across_a_crash()
     let first_token = app_token(&desk)?;
 
     // Do not disturb: bob's talk waits in the panel, unplayed.
-    app.execute(
-        "const d = document.getElementById('dnd'); d.value = 'until'; \
-         d.dispatchEvent(new Event('change'));",
-        vec![],
-    )
-    .await?;
-    app.wait_for("#radio-state", |t| t == "muted", DOM).await?;
-    let summary =
-        desk.people
-            .bob
-            .ok(&["talk", &room, "--wav", speech.to_str().unwrap_or_default()])?;
-    let session = summary["session_id"]
-        .as_str()
-        .context("no session")?
-        .to_owned();
-    let item = format!("#unplayed .talk-item[data-session='{session}']");
-    app.wait_for(&item, |t| t.contains(&desk.people.bob_r.user_id), DOM)
-        .await?;
+    panel_dnd_on(&app).await?;
+    let item = bob_talk_held(&app, &desk.people, &room, &speech).await?;
 
     // The homeserver dies: panel and tray say offline.
     let since = app.log_lines().len();

@@ -334,14 +334,7 @@ async fn consent_revoked_on_one_server_takes_effect_on_the_other() -> Result<()>
     listener.stop()?;
     bob.ok(&["consent", &room, "--revoke"])?;
     let listener = CountingListener::start(&bob, &room, &root.path().join("out2"))?;
-    until(
-        Duration::from_secs(60),
-        "the revocation reaches alice",
-        || {
-            ensure!(!counts(&alice, &room, &b.user_id)?, "still counted");
-            Ok(())
-        },
-    )?;
+    until_not_counted(&alice, &room, &b.user_id, Duration::from_secs(60))?;
     let after = short_talk(&alice, &room, root.path())?;
     not_heard(&listener, &after, Duration::from_secs(5))?;
     listener.stop()
@@ -366,14 +359,7 @@ async fn a_kick_on_one_server_stops_audio_on_the_other() -> Result<()> {
     )
     .await?;
     ensure!(status.is_success(), "kick: {status}");
-    until(
-        Duration::from_secs(60),
-        "alice no longer counts bob",
-        || {
-            ensure!(!counts(&alice, &room, &b.user_id)?, "still counted");
-            Ok(())
-        },
-    )?;
+    until_not_counted(&alice, &room, &b.user_id, Duration::from_secs(60))?;
     let after = short_talk(&alice, &room, root.path())?;
     not_heard(&listener, &after, Duration::from_secs(5))?;
     listener.stop()

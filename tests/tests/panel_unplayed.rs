@@ -21,7 +21,7 @@ const DOM: Duration = Duration::from_secs(30);
 async fn muted_talks_wait_in_the_panel_and_play_on_request() -> Result<()> {
     let desk = app_desk().await?;
     let (audio, desktop, root, people) = (&desk.audio, &desk.desktop, &desk.root, &desk.people);
-    let (bob, bob_r) = (&people.bob, &people.bob_r);
+    let bob_r = &people.bob_r;
     let room = people.group("Walkie test")?;
     let speech = root.path().join("speech.wav");
     speech_wav(&speech, 2.0)?;
@@ -31,13 +31,7 @@ async fn muted_talks_wait_in_the_panel_and_play_on_request() -> Result<()> {
     app.wait_for(&format!(".group[data-room='{room}'] .name"), |_| true, DOM)
         .await?;
     // Do not disturb until turned off, from the panel.
-    app.execute(
-        "const d = document.getElementById('dnd'); d.value = 'until'; \
-         d.dispatchEvent(new Event('change'));",
-        vec![],
-    )
-    .await?;
-    app.wait_for("#radio-state", |t| t == "muted", DOM).await?;
+    panel_dnd_on(&app).await?;
     // Watch the session bus for the desktop notification of a missed talk.
     let mut monitor = desktop
         .command("stdbuf")
@@ -60,15 +54,7 @@ async fn muted_talks_wait_in_the_panel_and_play_on_request() -> Result<()> {
         }
     });
 
-    let summary = bob.ok(&["talk", &room, "--wav", speech.to_str().unwrap_or_default()])?;
-    let session = summary["session_id"]
-        .as_str()
-        .context("no session")?
-        .to_owned();
-    let item = format!("#unplayed .talk-item[data-session='{session}']");
-    // The list is redrawn on every status change: read what matched.
-    app.wait_for(&item, |t| t.contains(&bob_r.user_id), DOM)
-        .await?;
+    let item = bob_talk_held(&app, people, &room, &speech).await?;
     // The missed talk was announced on the desktop, naming bob.
     let deadline = std::time::Instant::now() + DOM;
     let mut seen = Vec::new();

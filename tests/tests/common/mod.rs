@@ -737,3 +737,48 @@ pub fn until_counted(cli: &Cli, room: &str, user: &str, limit: Duration) -> Resu
         Ok(())
     })
 }
+
+/// Waits until `cli`'s client no longer counts a device of `user` in
+/// `room` (a revocation or a kick crossing federation).
+pub fn until_not_counted(cli: &Cli, room: &str, user: &str, limit: Duration) -> Result<()> {
+    until(limit, "the device no longer counted", || {
+        ensure!(!counts(cli, room, user)?, "still counted");
+        Ok(())
+    })
+}
+
+/// Turns do not disturb on from the panel, until turned off.
+pub async fn panel_dnd_on(app: &walkie_tests::webdriver::AppDriver) -> Result<()> {
+    app.execute(
+        "const d = document.getElementById('dnd'); d.value = 'until'; \
+         d.dispatchEvent(new Event('change'));",
+        vec![],
+    )
+    .await?;
+    app.wait_for("#radio-state", |t| t == "muted", Duration::from_secs(30))
+        .await?;
+    Ok(())
+}
+
+/// bob talks `speech` into `room` while the app holds talks; returns the
+/// panel's unplayed-talk item for it once listed, naming bob.
+pub async fn bob_talk_held(
+    app: &walkie_tests::webdriver::AppDriver,
+    people: &AppPeople,
+    room: &str,
+    speech: &Path,
+) -> Result<String> {
+    let summary = people
+        .bob
+        .ok(&["talk", room, "--wav", speech.to_str().unwrap_or_default()])?;
+    let session = summary["session_id"].as_str().context("no session")?;
+    let item = format!("#unplayed .talk-item[data-session='{session}']");
+    // The list is redrawn on every status change: read what matched.
+    app.wait_for(
+        &item,
+        |t| t.contains(&people.bob_r.user_id),
+        Duration::from_secs(30),
+    )
+    .await?;
+    Ok(item)
+}
