@@ -12,6 +12,10 @@ step "set-up"
 source scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/walkie/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-always}"
+# A failing test's error without a captured backtrace (panics keep theirs
+# under RUST_BACKTRACE): pages of frames would push the message itself out
+# of a shortened CI log.
+export RUST_LIB_BACKTRACE="${RUST_LIB_BACKTRACE:-0}"
 export WALKIE_SCREENSHOT_DIR="${WALKIE_SCREENSHOT_DIR:-$CARGO_TARGET_DIR/screenshots}"
 # CI builds from a fresh clone every time: incremental state would only pile
 # up on disk there.
