@@ -30,6 +30,12 @@ let clockOffset = 0;
 
 const $ = (id) => document.getElementById(id);
 
+// The device name `walkie echo` gives itself: the panel says what it does.
+const ECHO_DEVICE_NAME = "Walkie echo";
+
+// A percentage slider's value as a gain (100 % = 1.0).
+const percent = (gain) => Math.round(gain * 100);
+
 function formatRemaining(ms) {
   if (ms <= 0) return "expired";
   const s = Math.ceil(ms / 1000);
@@ -76,6 +82,8 @@ function render(s) {
   $("cue-permit").checked = s.cues.talk_permit;
   $("cue-busy").checked = s.cues.busy;
   $("cue-end").checked = s.cues.talk_end;
+  const tail = $("release-tail");
+  if (document.activeElement !== tail) tail.value = s.release_tail_ms;
   $("user").textContent = s.user_id || "—";
   $("device").textContent = s.device_id || "—";
   $("homeserver").textContent = s.homeserver || "—";
@@ -285,7 +293,15 @@ async function refreshGroups() {
   }
 }
 
+// The user is typing into or dragging a control in the list: redrawing
+// would take it from under them (it is drawn again when focus leaves).
+function editingGroups() {
+  const active = document.activeElement;
+  return $("groups").contains(active) && active.matches("input");
+}
+
 function renderGroups() {
+  if (editingGroups()) return;
   const list = $("groups");
   const template = $("group-template");
   $("no-groups").hidden = groups.length > 0;
@@ -333,18 +349,34 @@ function renderGroups() {
         await call("set_recordings", { room: g.room_id, mode: recordings.value }).catch(() => {});
         await refreshGroups();
       });
-      const devices = li.querySelector(".devices");
-      devices.replaceChildren(
-        ...g.devices
-          .filter((d) => !d.mine)
-          .map((d) => {
-            const item = document.createElement("li");
-            item.className = "device";
-            item.dataset.expires = d.expires_ts || "";
-            item.dataset.label = `${d.user_id} (${d.device_id})${d.talk ? "" : " · listens only"}`;
-            return item;
-          }),
+      renderPlayback(li, g);
+      const others = g.devices.filter((d) => !d.mine);
+      li.querySelector(".no-devices").hidden = others.length > 0;
+      li.querySelector(".devices").replaceChildren(
+        ...others.map((d) => {
+          const item = document.createElement("li");
+          const echo = d.name === ECHO_DEVICE_NAME;
+          item.className = echo ? "device echo" : "device";
+          item.dataset.expires = d.expires_ts || "";
+          item.dataset.device = d.device_id;
+          const device = d.name ? `${d.name}, ${d.device_id}` : d.device_id;
+          item.dataset.label =
+            `${d.user_id} (${device})${d.talk ? "" : " · listens only"}` +
+            (echo ? " · echo: plays each of your talks back to you" : "");
+          return item;
+        }),
       );
+      li.querySelector(".members").replaceChildren(...g.members.map(renderMember));
+      li.querySelector(".invite-form").addEventListener("submit", async (event) => {
+        event.preventDefault();
+        const input = li.querySelector(".invite-user");
+        await call("invite", { room: g.room_id, user: input.value }).then(
+          () => (input.value = ""),
+          () => {},
+        );
+        input.blur();
+        await refreshGroups();
+      });
       li.querySelector(".excluded").replaceChildren(
         ...g.excluded.map((x) => {
           const item = document.createElement("li");
@@ -358,6 +390,61 @@ function renderGroups() {
     }),
   );
   tick();
+}
+
+// A group's volume, hold (mute) and priority controls.
+function renderPlayback(li, g) {
+  const volume = li.querySelector(".group-volume");
+  const text = li.querySelector(".group-volume-text");
+  const muted = li.querySelector(".group-muted");
+  const priority = li.querySelector(".group-priority");
+  volume.value = percent(g.playback.volume);
+  text.textContent = `${volume.value} %`;
+  muted.checked = g.playback.muted;
+  priority.value = String(Math.max(-1, Math.min(1, g.playback.priority)));
+  const save = async () => {
+    await call("set_group_playback", {
+      room: g.room_id,
+      volume: Number(volume.value) / 100,
+      muted: muted.checked,
+      priority: Number(priority.value),
+    }).catch(() => {});
+    volume.blur();
+    await refreshGroups();
+  };
+  volume.addEventListener("input", () => (text.textContent = `${volume.value} %`));
+  volume.addEventListener("change", save);
+  muted.addEventListener("change", save);
+  priority.addEventListener("change", save);
+}
+
+// Another member, with their volume slider.
+function renderMember(m) {
+  const item = document.createElement("li");
+  item.className = "member row";
+  item.dataset.user = m.user_id;
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = (m.name ? `${m.name} (${m.user_id})` : m.user_id) + (m.invited ? " · invited" : "");
+  const volume = document.createElement("input");
+  volume.type = "range";
+  volume.className = "person-volume";
+  volume.min = "0";
+  volume.max = "200";
+  volume.step = "5";
+  volume.value = percent(m.volume);
+  volume.setAttribute("aria-label", `Volume of ${m.user_id}`);
+  const text = document.createElement("span");
+  text.className = "person-volume-text";
+  text.textContent = `${volume.value} %`;
+  volume.addEventListener("input", () => (text.textContent = `${volume.value} %`));
+  volume.addEventListener("change", async () => {
+    await call("set_person_volume", { user: m.user_id, volume: Number(volume.value) / 100 }).catch(() => {});
+    volume.blur();
+    await refreshGroups();
+  });
+  item.append(who, volume, text);
+  return item;
 }
 
 // Every second: countdowns of this device and the others.
@@ -486,6 +573,35 @@ window.addEventListener("DOMContentLoaded", async () => {
     const room = $("other-rooms").value;
     if (room) await call("make_group", { room });
   });
+  $("create-group-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = $("create-group");
+    button.disabled = true;
+    try {
+      await call("create_group", {
+        name: $("new-group-name").value,
+        invitees: $("new-group-invitees").value,
+      });
+      $("new-group-name").value = "";
+      $("new-group-invitees").value = "";
+    } catch (e) {
+      // Shown by `call`.
+    } finally {
+      button.disabled = false;
+    }
+  });
+  $("release-tail").addEventListener("change", async () => {
+    const error = $("release-tail-error");
+    try {
+      await invoke("set_release_tail", { ms: Number($("release-tail").value) });
+      error.hidden = true;
+    } catch (e) {
+      error.hidden = false;
+      error.textContent = String(e);
+    }
+  });
+  // Drawn again once the user leaves a control the redraws waited for.
+  $("groups").addEventListener("focusout", () => setTimeout(renderGroups, 0));
   const talk = $("talk");
   const press = (event) => {
     event.preventDefault();

@@ -61,6 +61,8 @@ pub async fn sign_out(app: AppHandle) -> Result<(), String> {
 pub struct DeviceView {
     user_id: String,
     device_id: String,
+    /// The name the device gave itself (e.g. "Walkie echo"), when known.
+    name: Option<String>,
     talk: bool,
     /// Milliseconds since the epoch; `None`: until revoked.
     expires_ts: Option<u64>,
@@ -93,18 +95,34 @@ pub struct GroupView {
     recordings: walkie_core::protocol::Recordings,
     /// Whether this user may change the group's settings (a room admin).
     can_change_settings: bool,
+    /// This user's volume, mute and priority for the group.
+    playback: crate::settings::GroupPlayback,
+    /// The other members, with each one's volume.
+    members: Vec<MemberView>,
     /// The panel's clock reference: the app's now, to count down from.
     now_ms: u64,
 }
 
+/// Another member of a group, for the panel's people list.
+#[derive(Serialize)]
+pub struct MemberView {
+    user_id: String,
+    name: Option<String>,
+    invited: bool,
+    /// Their volume here (1.0: as sent).
+    volume: f32,
+}
+
 #[tauri::command]
 pub async fn groups(
+    app: AppHandle,
     radio: State<'_, Radio>,
     status: State<'_, SharedStatus>,
 ) -> Result<Vec<GroupView>, String> {
     let engine = engine(&radio)?;
     let snapshot = status.get();
     let me = (snapshot.user_id.clone(), snapshot.device_id.clone());
+    let saved = crate::settings::Settings::load(&app.state::<AppConfig>().data_dir);
     let mut out = Vec::new();
     for group in &snapshot.groups {
         let Ok(room) = engine.status(&group.room_id) else {
@@ -114,25 +132,45 @@ pub async fn groups(
             .can_change_settings(&group.room_id)
             .await
             .unwrap_or(false);
+        let members = engine
+            .members(&group.room_id)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| me.0.as_deref() != Some(m.user_id.as_str()))
+            .map(|m| MemberView {
+                volume: saved.people.get(&m.user_id).copied().unwrap_or(1.0),
+                user_id: m.user_id,
+                name: m.display_name,
+                invited: m.invited,
+            })
+            .collect();
+        let mut devices = Vec::with_capacity(room.devices.len());
+        for d in room.devices {
+            devices.push(DeviceView {
+                mine: me.0.as_deref() == Some(d.user_id.as_str())
+                    && me.1.as_deref() == Some(d.device_id.as_str()),
+                name: engine.device_name(&d.user_id, &d.device_id).await,
+                user_id: d.user_id,
+                device_id: d.device_id,
+                talk: d.talk,
+                expires_ts: d.expires_ts,
+            });
+        }
         out.push(GroupView {
+            playback: saved
+                .groups
+                .get(&group.room_id)
+                .copied()
+                .unwrap_or_default(),
+            members,
             recordings: room.recordings,
             can_change_settings,
             room_id: group.room_id.clone(),
             name: group.name.clone(),
             talk_room: snapshot.talk_room.as_deref() == Some(group.room_id.as_str()),
             holder: room.holder,
-            devices: room
-                .devices
-                .into_iter()
-                .map(|d| DeviceView {
-                    mine: me.0.as_deref() == Some(d.user_id.as_str())
-                        && me.1.as_deref() == Some(d.device_id.as_str()),
-                    user_id: d.user_id,
-                    device_id: d.device_id,
-                    talk: d.talk,
-                    expires_ts: d.expires_ts,
-                })
-                .collect(),
+            devices,
             excluded: room
                 .excluded
                 .into_iter()
@@ -230,6 +268,85 @@ pub async fn make_group(radio: State<'_, Radio>, room: String) -> Result<(), Str
         .enable(&room)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Makes a new walkie group `name`, inviting `invitees` (user ids
+/// separated by spaces or commas). Returns its room id.
+#[tauri::command]
+pub async fn create_group(
+    radio: State<'_, Radio>,
+    name: String,
+    invitees: String,
+) -> Result<String, String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("Give the group a name".into());
+    }
+    let invite: Vec<String> = invitees
+        .split([',', ' ', '\n'])
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let room = engine(&radio)?
+        .create_group(name, &invite)
+        .await
+        .map_err(|e| format!("Could not make the group: {e}"))?;
+    tracing::info!(%room, invited = invite.len(), "group created from the panel");
+    Ok(room)
+}
+
+/// Invites `user` (a full user id) to a group.
+#[tauri::command]
+pub async fn invite(radio: State<'_, Radio>, room: String, user: String) -> Result<(), String> {
+    let user = user.trim();
+    if user.is_empty() {
+        return Err("Give a user id like @bob:example.org".into());
+    }
+    engine(&radio)?
+        .invite(&room, user)
+        .await
+        .map_err(|e| format!("Could not invite {user}: {e}"))?;
+    tracing::info!(%room, user, "invited from the panel");
+    Ok(())
+}
+
+/// A group's volume (0.0..=2.0), mute and priority, for this user.
+#[tauri::command]
+pub fn set_group_playback(
+    app: AppHandle,
+    radio: State<'_, Radio>,
+    room: String,
+    volume: f32,
+    muted: bool,
+    priority: i32,
+) -> Result<(), String> {
+    radio.set_group_playback(
+        &app,
+        &room,
+        crate::settings::GroupPlayback {
+            volume,
+            muted,
+            priority,
+        },
+    )
+}
+
+/// One person's volume (0.0..=2.0) in every group.
+#[tauri::command]
+pub fn set_person_volume(
+    app: AppHandle,
+    radio: State<'_, Radio>,
+    user: String,
+    volume: f32,
+) -> Result<(), String> {
+    radio.set_person_volume(&app, &user, volume)
+}
+
+/// How long a talk goes on after the key is released (0 to 2000 ms).
+#[tauri::command]
+pub fn set_release_tail(app: AppHandle, radio: State<'_, Radio>, ms: u64) -> Result<(), String> {
+    radio.set_release_tail(&app, ms)
 }
 
 #[tauri::command]

@@ -37,6 +37,8 @@ pub struct AppConfig {
 pub const DEFAULT_HOTKEY: &str = "ctrl+alt+Space";
 /// Default release tail.
 pub const DEFAULT_RELEASE_TAIL_MS: u64 = 250;
+/// Longest release tail the user may set.
+pub const MAX_RELEASE_TAIL_MS: u64 = 2_000;
 
 impl AppConfig {
     pub fn from_env() -> Result<Self> {
@@ -70,9 +72,12 @@ impl AppConfig {
             Some(v) => v
                 .parse::<u64>()
                 .ok()
-                .filter(|&ms| ms <= 2_000)
+                .filter(|&ms| ms <= MAX_RELEASE_TAIL_MS)
                 .with_context(|| format!("WALKIE_RELEASE_TAIL_MS={v}: give 0 to 2000 ms"))?,
-            None => DEFAULT_RELEASE_TAIL_MS,
+            None => saved
+                .release_tail_ms
+                .filter(|&ms| ms <= MAX_RELEASE_TAIL_MS)
+                .unwrap_or(DEFAULT_RELEASE_TAIL_MS),
         };
         Ok(Self {
             data_dir,

@@ -1,5 +1,6 @@
-//! The system-wide push-to-talk shortcut (X11 through global-hotkey; see
-//! the README for Wayland). Two modes: **hold** (talk while held; the talk
+//! The system-wide push-to-talk shortcut: in a Wayland session through the
+//! desktop portal's GlobalShortcuts (`portal_hotkey`) when the desktop
+//! offers it, else X11 through global-hotkey. Two modes: **hold** (talk while held; the talk
 //! ends after the release tail) and **toggle** (press to start, press again
 //! to stop). Rebinding from the panel unregisters the old combination only
 //! once the new one is registered, so a combination that is taken (by
@@ -33,6 +34,7 @@ impl HotkeyMode {
 }
 
 fn on_event(app: &AppHandle, state: ShortcutState) {
+    tracing::debug!(?state, "push-to-talk key");
     let radio = app.state::<Radio>();
     let mode = app.state::<SharedStatus>().get().hotkey_mode;
     match (mode, state) {
@@ -55,24 +57,66 @@ fn why_not(shortcut: &str, error: &dyn std::fmt::Display) -> String {
         return format!("{shortcut} is not a shortcut ({e}); write it like ctrl+alt+Space");
     }
     if std::env::var_os("WAYLAND_DISPLAY").is_some() && std::env::var_os("DISPLAY").is_none() {
-        "global shortcuts need X11 (this is a Wayland session without XWayland); \
-         use the panel's talk button"
+        "global shortcuts need X11 or a desktop portal that offers them (this \
+         Wayland session has neither); use the panel's talk button"
             .to_owned()
     } else {
         format!("{shortcut} cannot be used ({error}); it may be taken by another program")
     }
 }
 
-/// Registers `shortcut` (e.g. `ctrl+alt+Space`) at start.
+/// Registers `shortcut` (e.g. `ctrl+alt+Space`) at start: through the
+/// desktop portal in a Wayland session that offers it, else X11.
 pub fn register(app: &AppHandle, shortcut: &str, mode: HotkeyMode) {
+    app.state::<SharedStatus>()
+        .update(app, |s| s.hotkey_mode = mode);
+    if !crate::portal_hotkey::is_wayland_session() {
+        register_x11(app, shortcut, mode);
+        return;
+    }
+    let app = app.clone();
+    let shortcut = shortcut.to_owned();
+    tauri::async_runtime::spawn(async move {
+        let edges = app.clone();
+        let bound = crate::portal_hotkey::bind(&shortcut, move |edge| {
+            let state = match edge {
+                crate::portal_hotkey::Edge::Pressed => ShortcutState::Pressed,
+                crate::portal_hotkey::Edge::Released => ShortcutState::Released,
+            };
+            on_event(&edges, state);
+        })
+        .await;
+        match bound {
+            Ok(trigger) => {
+                tracing::info!(shortcut = %trigger, ?mode, via = "portal", "push-to-talk shortcut registered");
+                app.state::<SharedStatus>().update(&app, |s| {
+                    s.hotkey = Some(trigger);
+                    s.hotkey_error = None;
+                    s.hotkey_via_portal = true;
+                });
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "no global shortcuts from the desktop portal; trying X11");
+                register_x11(&app, &shortcut, mode);
+            }
+        }
+    });
+}
+
+/// Registers `shortcut` with X11 (global-hotkey).
+fn register_x11(app: &AppHandle, shortcut: &str, mode: HotkeyMode) {
     let status = app.state::<SharedStatus>();
-    status.update(app, |s| s.hotkey_mode = mode);
     let result = app
         .global_shortcut()
         .on_shortcut(shortcut, |app, _shortcut, event| on_event(app, event.state));
     match result {
         Ok(()) => {
-            tracing::info!(shortcut, ?mode, "push-to-talk shortcut registered");
+            tracing::info!(
+                shortcut,
+                ?mode,
+                via = "x11",
+                "push-to-talk shortcut registered"
+            );
             status.update(app, |s| {
                 s.hotkey = Some(shortcut.to_owned());
                 s.hotkey_error = None;
@@ -93,7 +137,22 @@ pub fn register(app: &AppHandle, shortcut: &str, mode: HotkeyMode) {
 /// the error says why.
 pub fn rebind(app: &AppHandle, shortcut: &str, mode: HotkeyMode) -> Result<(), String> {
     let status = app.state::<SharedStatus>();
-    let old = status.get().hotkey;
+    let now = status.get();
+    if now.hotkey_via_portal {
+        // The desktop owns the keys; the mode is ours.
+        status.update(app, |s| s.hotkey_mode = mode);
+        let data_dir = &app.state::<crate::config::AppConfig>().data_dir;
+        crate::settings::Settings::update(data_dir, |s| s.hotkey_mode = Some(mode));
+        if now.hotkey.as_deref() != Some(shortcut) {
+            return Err(
+                "The desktop assigns this shortcut (Wayland): change its keys in the \
+                        system settings' keyboard shortcuts. The mode was saved."
+                    .into(),
+            );
+        }
+        return Ok(());
+    }
+    let old = now.hotkey;
     let shortcuts = app.global_shortcut();
     if old.as_deref() != Some(shortcut) {
         shortcuts
@@ -105,7 +164,12 @@ pub fn rebind(app: &AppHandle, shortcut: &str, mode: HotkeyMode) -> Result<(), S
             }
         }
     }
-    tracing::info!(shortcut, ?mode, "push-to-talk shortcut registered");
+    tracing::info!(
+        shortcut,
+        ?mode,
+        via = "x11",
+        "push-to-talk shortcut registered"
+    );
     status.update(app, |s| {
         s.hotkey = Some(shortcut.to_owned());
         s.hotkey_error = None;

@@ -20,6 +20,11 @@
 //!   client's thread says this whenever its handle is dropped, i.e. every
 //!   time an audio stream is closed. (A server that goes away says the
 //!   same; the stream then fails, which the player reports itself.)
+//! - zbus's "Failed to populate properties cache via GetAll … Unknown
+//!   object '/org/freedesktop/portal/desktop/request/…'" (or `…/session/…`):
+//!   ashpd makes the proxy of a portal request or session before the call
+//!   that creates it (so as not to miss its answer), and zbus reads its
+//!   properties at once. Any other object stays.
 
 use std::fmt::Write as _;
 
@@ -54,6 +59,14 @@ pub fn is_noise(target: &str, level: Level, message: &str) -> bool {
         ("pulseaudio::client::reactor", Level::ERROR) => {
             message == "Reactor error: Client disconnected"
         }
+        ("zbus::proxy", Level::WARN) => {
+            let unknown = "Failed to populate properties cache via GetAll: \
+                           org.freedesktop.DBus.Error.UnknownObject: Unknown object \
+                           '/org/freedesktop/portal/desktop/";
+            message
+                .strip_prefix(unknown)
+                .is_some_and(|rest| rest.starts_with("request/") || rest.starts_with("session/"))
+        }
         _ => false,
     }
 }
@@ -68,6 +81,7 @@ fn may_be_noise(target: &str, level: Level) -> bool {
             | ("matrix_sdk_crypto::backups", Level::WARN)
             | ("matrix_sdk_crypto::machine", Level::WARN)
             | ("pulseaudio::client::reactor", Level::ERROR)
+            | ("zbus::proxy", Level::WARN)
     )
 }
 
@@ -166,8 +180,11 @@ mod tests {
             // Through the `log` bridge, as the pulseaudio crate logs.
             log::error!(target: "pulseaudio::client::reactor", "Reactor error: Client disconnected");
             log::error!(target: "other::crate", "Reactor error: Client disconnected");
+            tracing::warn!(target: "zbus::proxy", "Failed to populate properties cache via GetAll: org.freedesktop.DBus.Error.UnknownObject: Unknown object '/org/freedesktop/portal/desktop/request/1_10/ashpd_sN2hDmeq35'. Property change streams will not produce values.");
+            tracing::warn!(target: "zbus::proxy", "Failed to populate properties cache via GetAll: org.freedesktop.DBus.Error.UnknownObject: Unknown object '/org/freedesktop/portal/desktop/session/1_10/ashpd_8EFGgONW9m'. Property change streams will not produce values.");
+            tracing::warn!(target: "zbus::proxy", "Failed to populate properties cache via GetAll: org.freedesktop.DBus.Error.UnknownObject: Unknown object '/org/freedesktop/secrets'.");
         });
-        assert_eq!(lines.len(), 7, "{lines:#?}");
+        assert_eq!(lines.len(), 8, "{lines:#?}");
         assert!(lines[0].contains("status_code: 500"));
         assert!(lines[1].contains("from a proxy"));
         assert!(lines[2].contains("and something else"));
@@ -175,5 +192,6 @@ mod tests {
         assert!(lines[4].contains("walkie_core::engine"));
         assert!(lines[5].contains("Protocol error"));
         assert!(lines[6].contains("other::crate"));
+        assert!(lines[7].contains("/org/freedesktop/secrets"));
     }
 }

@@ -8,6 +8,7 @@ mod hotkey;
 mod log_noise;
 mod logging;
 mod mic_test;
+mod portal_hotkey;
 mod radio;
 mod session;
 mod settings;
@@ -70,6 +71,11 @@ fn main() -> anyhow::Result<()> {
             commands::mic_test_start,
             commands::mic_test_stop,
             commands::set_dnd,
+            commands::set_group_playback,
+            commands::set_person_volume,
+            commands::set_release_tail,
+            commands::create_group,
+            commands::invite,
             trust::recovery_key_saved,
             trust::verify_with_recovery_key,
             trust::verify_with_device,
@@ -95,8 +101,12 @@ fn main() -> anyhow::Result<()> {
         .setup(move |app| {
             tray::create(app.handle())?;
             let cues = config.cues;
+            let tail_ms = config.release_tail.as_millis() as u64;
             app.state::<status::SharedStatus>()
-                .update(app.handle(), |s| s.cues = cues);
+                .update(app.handle(), |s| {
+                    s.cues = cues;
+                    s.release_tail_ms = tail_ms;
+                });
             hotkey::register(app.handle(), &config.hotkey, config.hotkey_mode);
             commands::show_autostart(app.handle());
             shutdown::exit_on_signals(app.handle().clone());

@@ -90,10 +90,15 @@ pub struct Status {
     pub autostart: bool,
     /// Which cues sound.
     pub cues: walkie_audio::cues::CueSettings,
+    /// How long a talk goes on after the key is released.
+    pub release_tail_ms: u64,
     /// The push-to-talk shortcut, or why there is none.
     pub hotkey: Option<String>,
     pub hotkey_error: Option<String>,
     pub hotkey_mode: crate::hotkey::HotkeyMode,
+    /// The shortcut is the desktop portal's (Wayland): the desktop owns
+    /// its keys.
+    pub hotkey_via_portal: bool,
     pub account: AccountState,
     pub user_id: Option<String>,
     pub device_id: Option<String>,

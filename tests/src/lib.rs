@@ -3,11 +3,13 @@
 //! through its shared-secret API, and signed-in matrix-sdk clients; a
 //! private PulseAudio server per test with a fake microphone and speaker
 //! ([`pulse`]); a headless desktop ([`desktop`]) and the real app's panel
-//! driven over WebDriver ([`webdriver`]).
+//! driven over WebDriver ([`webdriver`]); a stand-in desktop portal for
+//! Wayland's global shortcuts ([`portal`]).
 #![recursion_limit = "256"]
 
 pub mod delay_proxy;
 pub mod desktop;
+pub mod portal;
 pub mod proc_stats;
 pub mod pulse;
 pub mod secret_service;

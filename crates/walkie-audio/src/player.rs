@@ -99,6 +99,7 @@ enum Command {
     Cue(Cue),
     OpenOutput,
     SetGroup(String, GroupSettings),
+    SetSenderVolume(String, f32),
     SetCues(CueSettings),
     PlayNow(String),
     Skip(String),
@@ -205,6 +206,11 @@ impl Player {
     /// Mute, volume and priority of a group.
     pub fn set_group(&self, group: &str, settings: GroupSettings) {
         self.send(Command::SetGroup(group.to_owned(), settings));
+    }
+
+    /// One talker's volume (a user id), times their group's.
+    pub fn set_sender_volume(&self, sender: &str, volume: f32) {
+        self.send(Command::SetSenderVolume(sender.to_owned(), volume));
     }
 
     /// Which cues sound.
@@ -433,6 +439,11 @@ impl PlayerThread {
             Command::SetGroup(group, settings) => {
                 if let Err(e) = self.queue.set_group(&group, settings) {
                     tracing::warn!(%group, error = %e, "group settings refused");
+                }
+            }
+            Command::SetSenderVolume(sender, volume) => {
+                if let Err(e) = self.queue.set_sender_volume(&sender, volume) {
+                    tracing::warn!(%sender, error = %e, "talker volume refused");
                 }
             }
             Command::SetCues(cues) => self.config.cues = cues,

@@ -3,7 +3,8 @@
 //! floor, the cues and the recording all happen for real. It is how a user
 //! checks their microphone, keys and network end to end on any homeserver,
 //! like the echo channels of Mumble and Zello. It grants its own consent
-//! first; the echoed audio stays in memory (never written to disk).
+//! first and names its device [`DEVICE_NAME`], which the app's panel shows;
+//! the echoed audio stays in memory (never written to disk).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -28,6 +29,9 @@ pub struct EchoOptions {
     pub talks: Option<usize>,
     pub timeout: Option<Duration>,
 }
+
+/// The device name the echo gives itself (the app's panel recognises it).
+pub const DEVICE_NAME: &str = "Walkie echo";
 
 /// A talk shorter than this is not echoed (a slip of the key).
 const MIN_ECHO_SAMPLES: usize = 48_000 / 4;

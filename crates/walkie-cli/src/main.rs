@@ -596,6 +596,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let account = restore(&data_dir).await?;
             let (engine, tasks, events) = start_engine(&account, true).await?;
             let room = resolve_room(&engine, &room).await?;
+            // Named, so that members' device lists say which device echoes
+            // (a name is a nicety: a homeserver that refuses it is logged).
+            if let Err(e) = engine.rename_device(echo::DEVICE_NAME).await {
+                tracing::warn!(error = %e, "could not name this device {:?}", echo::DEVICE_NAME);
+            }
             // Its own consent, renewed at every start.
             engine
                 .grant_consent(&room, Some(Duration::from_secs(24 * 3600)), true)

@@ -4,10 +4,16 @@
 //! exactly as long as the talk holds the floor — a guard clears it on every
 //! exit path (release, error, cap, revoke, lost collision, drop). Receive:
 //! [`Station::forward`] hands the engine's talk events to the playback, the
-//! frame index taken from the event (the engine knows the claim). Mute
-//! holds every group's talks for later.
+//! frame index taken from the event (the engine knows the claim). Each
+//! group's volume, mute and priority and each talker's volume are kept
+//! here and handed to the playback; "mute all" holds every group's talks
+//! for later on top of the group's own mute.
 
-use std::{future::Future, sync::Arc};
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex},
+};
 
 use walkie_audio::{
     cues::Cue,
@@ -31,7 +37,8 @@ pub trait Playback: Send + Sync {
     fn cue(&self, cue: Cue);
     /// Opens the output early (a press: the permit cue must be quick).
     fn open_output(&self);
-    fn set_group_muted(&self, group: &str, muted: bool);
+    fn set_group(&self, group: &str, settings: GroupSettings);
+    fn set_sender_volume(&self, sender: &str, volume: f32);
 }
 
 impl Playback for Player {
@@ -53,15 +60,11 @@ impl Playback for Player {
     fn open_output(&self) {
         Player::open_output(self)
     }
-    fn set_group_muted(&self, group: &str, muted: bool) {
-        Player::set_group(
-            self,
-            group,
-            GroupSettings {
-                muted,
-                ..GroupSettings::default()
-            },
-        )
+    fn set_group(&self, group: &str, settings: GroupSettings) {
+        Player::set_group(self, group, settings)
+    }
+    fn set_sender_volume(&self, sender: &str, volume: f32) {
+        Player::set_sender_volume(self, sender, volume)
     }
 }
 
@@ -85,18 +88,30 @@ impl Drop for UserTalking<'_> {
     }
 }
 
+/// The user's playback choices: per group, and "mute all".
+#[derive(Default)]
+struct Mixing {
+    groups: HashMap<String, GroupSettings>,
+    all_muted: bool,
+}
+
 /// Both directions of the radio over one engine.
 #[derive(Clone)]
 pub struct Station {
     engine: Engine,
     playback: Option<Arc<dyn Playback>>,
+    mixing: Arc<Mutex<Mixing>>,
 }
 
 impl Station {
     /// A station over `engine`; received talks go to `playback` (none: the
     /// station only transmits, e.g. `walkie talk` without cues).
     pub fn new(engine: Engine, playback: Option<Arc<dyn Playback>>) -> Self {
-        Self { engine, playback }
+        Self {
+            engine,
+            playback,
+            mixing: Arc::default(),
+        }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -157,12 +172,58 @@ impl Station {
         }
     }
 
-    /// Mutes (or unmutes) every walkie group: their talks are held.
+    /// Mutes (or unmutes) every walkie group: their talks are held. A
+    /// group muted by itself stays muted.
     pub fn set_muted(&self, muted: bool) {
+        self.lock_mixing().all_muted = muted;
+        self.apply_groups();
+    }
+
+    /// A group's own volume, mute and priority (applied with "mute all").
+    pub fn set_group(&self, group: &str, settings: GroupSettings) {
+        self.lock_mixing().groups.insert(group.to_owned(), settings);
+        self.apply_groups();
+    }
+
+    /// One talker's volume (1.0: as sent), in every group.
+    pub fn set_sender_volume(&self, sender: &str, volume: f32) {
         if let Some(playback) = &self.playback {
-            for group in self.engine.groups() {
-                playback.set_group_muted(&group, muted);
-            }
+            playback.set_sender_volume(sender, volume);
         }
+    }
+
+    /// Hands every walkie group's settings to the playback (call again when
+    /// groups appear: a new group under "mute all" is muted too).
+    pub fn apply_groups(&self) {
+        let Some(playback) = &self.playback else {
+            return;
+        };
+        let mut groups: Vec<String> = self.engine.groups();
+        let effective: Vec<(String, GroupSettings)> = {
+            let mixing = self.lock_mixing();
+            groups.extend(
+                mixing
+                    .groups
+                    .keys()
+                    .filter(|g| !groups.contains(g))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+            groups
+                .into_iter()
+                .map(|group| {
+                    let mut settings = mixing.groups.get(&group).copied().unwrap_or_default();
+                    settings.muted |= mixing.all_muted;
+                    (group, settings)
+                })
+                .collect()
+        };
+        for (group, settings) in effective {
+            playback.set_group(&group, settings);
+        }
+    }
+
+    fn lock_mixing(&self) -> std::sync::MutexGuard<'_, Mixing> {
+        self.mixing.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

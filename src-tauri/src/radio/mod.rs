@@ -1,7 +1,8 @@
 //! The walkie behind the tray: maps the core's station (both directions of
 //! the radio) onto the app — which group the hotkey talks into, the one
 //! talk in progress, mute, tray and panel state; do not disturb and
-//! missed-talk notifications are in `quiet`. Press starts a talk through
+//! missed-talk notifications are in `quiet`, volumes, per-group mute and
+//! priority and the release tail in `mixing`. Press starts a talk through
 //! the station, release ends it after a short tail so the last syllable is
 //! not cut; engine events go through the station to the player. No
 //! protocol or playback logic here: that is walkie-core's and
@@ -27,6 +28,7 @@ use walkie_core::{
 
 use crate::status::{GroupEntry, RadioState, SharedStatus};
 
+mod mixing;
 mod quiet;
 
 /// The talk in progress: dropping `release` (or sending on it) ends it.
@@ -103,7 +105,14 @@ impl Radio {
             ));
             inner.player = player;
             inner.talk_room = preferred_room;
+            if inner.muted {
+                // "Mute all" outlives a sign-out and sign-in.
+                if let Some(station) = &inner.station {
+                    station.set_muted(true);
+                }
+            }
         }
+        self.apply_saved_mixing(app);
         let app = app.clone();
         let radio = self.clone();
         tauri::async_runtime::spawn(async move {
@@ -214,13 +223,10 @@ impl Radio {
             }
             inner.talk_room.clone()
         };
-        let (muted, station) = {
-            let inner = lock(&self.inner);
-            (inner.muted, inner.station.clone())
-        };
-        if let (true, Some(station)) = (muted, station) {
-            // Groups that appeared while muted are muted too.
-            station.set_muted(true);
+        if let Some(station) = self.station() {
+            // Groups that appeared get their settings (muted too under
+            // "mute all").
+            station.apply_groups();
         }
         tracing::info!(
             groups = groups.len(),
@@ -354,7 +360,7 @@ impl Radio {
 
     /// The hotkey went up: the talk ends after the release tail.
     pub fn release(&self, app: &AppHandle) {
-        let tail = *self.release_tail.lock().unwrap_or_else(|p| p.into_inner());
+        let tail = self.release_tail();
         let radio = self.clone();
         let app = app.clone();
         tauri::async_runtime::spawn(async move {

@@ -138,8 +138,10 @@ pub const MAX_PACKET_BYTES: usize = 1275;
 pub const MAX_PACKETS_PER_PUSH: usize = 50;
 /// Longest group, session or sender identifier (a Matrix id's limit).
 pub const MAX_ID_BYTES: usize = 255;
-/// Highest gain a group may set.
+/// Highest gain a group or a talker may be given.
 pub const MAX_VOLUME: f32 = 2.0;
+/// Talkers with a volume of their own, at most (a bound on memory).
+pub const MAX_SENDER_VOLUMES: usize = 4096;
 /// In replay, how long a later frame must have been stored before a missing
 /// frame before it is given up (concealed): covers reordering on the network.
 pub const REPLAY_GRACE_MS: u64 = 500;
@@ -288,7 +290,8 @@ pub enum Tick {
         session: String,
         group: String,
         playout: Playout,
-        /// The group's volume: multiply the decoded samples by it.
+        /// The group's volume times the talker's: multiply the decoded
+        /// samples by it.
         gain: f32,
     },
     /// Nothing to play (no talk, or the user is talking).
@@ -397,6 +400,8 @@ pub enum QueueError {
     InvalidLimits(&'static str),
     #[error("volume {0} is outside 0.0..=2.0")]
     InvalidVolume(f32),
+    #[error("too many talkers with a volume of their own (at most {MAX_SENDER_VOLUMES})")]
+    TooManySenderVolumes,
     #[error("{what} id is empty or longer than {max} bytes ({len})")]
     BadId {
         what: &'static str,
@@ -495,6 +500,8 @@ impl Talk {
 pub struct MixingQueue {
     limits: QueueLimits,
     groups: HashMap<String, GroupSettings>,
+    /// Per-talker gain (user id → 0.0..=[`MAX_VOLUME`]); 1.0 when unset.
+    senders: HashMap<String, f32>,
     talks: HashMap<String, Talk>,
     current: Option<String>,
     user_talking: bool,
@@ -515,6 +522,7 @@ impl MixingQueue {
         Ok(Self {
             limits,
             groups: HashMap::new(),
+            senders: HashMap::new(),
             talks: HashMap::new(),
             current: None,
             user_talking: false,

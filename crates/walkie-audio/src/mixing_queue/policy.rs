@@ -33,6 +33,25 @@ impl MixingQueue {
         Ok(())
     }
 
+    /// Sets one talker's volume (a user id; 1.0 is as sent), multiplied
+    /// with their group's from the next tick on.
+    pub fn set_sender_volume(&mut self, sender: &str, volume: f32) -> Result<(), QueueError> {
+        check_id("sender", sender)?;
+        if !(0.0..=MAX_VOLUME).contains(&volume) {
+            return Err(QueueError::InvalidVolume(volume));
+        }
+        if volume == 1.0 {
+            self.senders.remove(sender);
+        } else if self.senders.len() < super::MAX_SENDER_VOLUMES
+            || self.senders.contains_key(sender)
+        {
+            self.senders.insert(sender.to_owned(), volume);
+        } else {
+            return Err(QueueError::TooManySenderVolumes);
+        }
+        Ok(())
+    }
+
     /// The user pressed (true) or released (false) their own talk button.
     /// While true nothing plays: the current talk pauses and resumes after.
     pub fn set_user_talking(&mut self, talking: bool) {
@@ -145,7 +164,8 @@ impl MixingQueue {
                         Playout::Conceal { .. } => self.stats.frames_concealed += 1,
                         _ => {}
                     }
-                    let gain = self.settings(&group).volume;
+                    let sender = self.senders.get(&talk.meta.sender).copied().unwrap_or(1.0);
+                    let gain = self.settings(&group).volume * sender;
                     return Tick::Play {
                         session,
                         group,

@@ -11,6 +11,7 @@
 //! - `room_state`: walkie state read from and written to the room, with
 //!   only trusted devices' signed consents counted;
 //! - `trust_watch`: device-list and identity changes that re-read it;
+//! - `people`: members and device names, invites, new groups;
 //! - `error`, `event`: [`EngineError`], [`EngineEvent`].
 
 mod consent_intent;
@@ -20,6 +21,7 @@ mod error;
 mod event;
 pub mod journal_cipher;
 pub mod outbox;
+mod people;
 mod poster;
 pub mod room_state;
 mod sender;
@@ -46,6 +48,7 @@ use crate::{
 
 pub use error::EngineError;
 pub use event::{describe, EngineEvent, TalkEndReason, TransmitStopReason};
+pub use people::Member;
 pub use poster::OutboxReport;
 pub use talk::{Talk, TalkSummary};
 

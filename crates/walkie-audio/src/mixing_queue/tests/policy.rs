@@ -269,6 +269,47 @@ fn volume_is_carried_with_every_frame_and_checked() {
 }
 
 #[test]
+fn a_talkers_volume_multiplies_the_groups_and_is_checked() {
+    let mut q = queue();
+    let group = GroupSettings {
+        volume: 0.5,
+        ..GroupSettings::default()
+    };
+    q.set_group("!v:x", group).unwrap();
+    // meta(.., "a") is talked by @a:example.org.
+    q.set_sender_volume("@a:example.org", 1.5).unwrap();
+    for bad in [-0.1, 2.01, f32::NAN] {
+        assert_eq!(
+            q.set_sender_volume("@a:example.org", bad)
+                .map_err(|e| matches!(e, QueueError::InvalidVolume(_))),
+            Err(true)
+        );
+    }
+    assert!(q.set_sender_volume("", 1.0).is_err());
+    let mut now = 0;
+    q.set_user_talking(true);
+    for session in ["a", "b"] {
+        q.talk_started(meta("!v:x", session), now).unwrap();
+        push_range(&mut q, "!v:x", session, 1, 0, 5, now);
+        q.talk_ended(session, now).unwrap();
+    }
+    q.set_user_talking(false);
+    let played = play_until_idle(&mut q, &mut now, 100);
+    // a at 0.5 × 1.5, b (no volume of its own) at the group's 0.5.
+    assert_eq!(played.gains, [vec![0.75; 5], vec![0.5; 5]].concat());
+    // Back to 1.0 forgets the entry.
+    q.set_sender_volume("@a:example.org", 1.0).unwrap();
+    let again = TalkMeta {
+        sender: "@a:example.org".into(),
+        ..meta("!v:x", "a2")
+    };
+    q.talk_started(again, now).unwrap();
+    push_range(&mut q, "!v:x", "a2", 1, 0, 3, now);
+    q.talk_ended("a2", now).unwrap();
+    assert_eq!(play_until_idle(&mut q, &mut now, 100).gains, vec![0.5; 3]);
+}
+
+#[test]
 fn stalled_talk_is_ended_and_does_not_block_the_queue() {
     let mut q = queue();
     let mut now = 0;
