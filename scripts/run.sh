@@ -31,7 +31,7 @@ if ((!XVFB)) && [[ -z ${DISPLAY:-}${WAYLAND_DISPLAY:-} ]]; then
   exit 1
 fi
 
-source scripts/setup.sh
+WALKIE_SETUP_TESTS=0 source scripts/setup.sh
 source scripts/local-homeserver.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/walkie/target}"
 WALKIE_DATA="${XDG_DATA_HOME:-$HOME/.local/share}/walkie"

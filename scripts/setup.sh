@@ -76,9 +76,13 @@ export WALKIE_SYNAPSE_PYTHON="$SYNAPSE_VENV/bin/python"
 
 # tauri-driver (WebDriver for Tauri apps, over WebKitWebDriver) into the
 # cache, pinned; built once (cargo install, a few minutes), then only checked.
+# Only the tests drive the app: the run command sets WALKIE_SETUP_TESTS=0
+# and spares a first run those minutes.
 TAURI_DRIVER_VERSION="${TAURI_DRIVER_VERSION:-2.1.0}"
 WALKIE_TOOLS="${WALKIE_TOOLS:-$WALKIE_CACHE/tools}"
-if [[ -x "$WALKIE_TOOLS/bin/tauri-driver" ]] \
+if [[ ${WALKIE_SETUP_TESTS:-1} == 0 ]]; then
+  :
+elif [[ -x "$WALKIE_TOOLS/bin/tauri-driver" ]] \
   && grep -q "^\"tauri-driver $TAURI_DRIVER_VERSION " "$WALKIE_TOOLS/.crates.toml" 2>/dev/null; then
   say "tauri-driver $TAURI_DRIVER_VERSION: present in $WALKIE_TOOLS/bin"
 else

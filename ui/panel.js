@@ -297,7 +297,10 @@ async function refreshGroups() {
 // would take it from under them (it is drawn again when focus leaves).
 function editingGroups() {
   const active = document.activeElement;
-  return $("groups").contains(active) && active.matches("input");
+  return (
+    $("groups").contains(active) &&
+    active.matches("input:not([type]), input[type=text], input[type=number], input[type=range]")
+  );
 }
 
 function renderGroups() {

@@ -37,24 +37,7 @@ async fn bob_is_heard_live(
     since: usize,
     label: &str,
 ) -> Result<usize> {
-    let heard = desk.root.path().join(format!("alice-speaker-{label}.wav"));
-    let recorder = desk.audio.record_speaker(&heard)?;
-    let summary = desk.people.bob.ok(&[
-        "talk",
-        room,
-        "--wav",
-        speech.to_str().context("speech path")?,
-    ])?;
-    let session = summary["session_id"].as_str().context("no session")?;
-    let (played, line) = app
-        .wait_for_log_after(since, &["live talk played", session], STEP)
-        .await
-        .with_context(|| format!("{label}: bob's talk was not played live at alice's"))?;
-    eprintln!("{label}: {line}");
-    let (closed, _) = app
-        .wait_for_log_after(played, &["output closed"], STEP)
-        .await?;
-    let heard = wav::read_wav_mono_48k(recorder.stop()?)?;
+    let (closed, heard) = bob_talk_played_live(desk, app, room, speech, since, label).await?;
     let source = wav::read_wav_mono_48k(speech)?;
     let (overall, lag) = normalised_cross_correlation(&source, &heard, heard.len().max(1) - 1);
     let windows = windowed_match(&source, &heard, lag);

@@ -476,12 +476,33 @@ impl AppDesk {
 /// finds nothing): the jitter buffer's adaptation moves later parts of a
 /// talk by a few 20 ms frames.
 pub fn windowed_match(source: &[i16], heard: &[i16], lag: isize) -> Vec<f64> {
-    const WINDOW: usize = 24_000;
+    windowed_alignment(source, heard, lag)
+        .into_iter()
+        .map(|w| w.corr)
+        .collect()
+}
+
+/// Size of the windows [`windowed_match`] judges (0.5 s).
+pub const MATCH_WINDOW: usize = 24_000;
+
+/// One voiced window of the source as found in what was heard.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowMatch {
+    /// The window's index in the source (in [`MATCH_WINDOW`]s).
+    pub index: usize,
+    pub corr: f64,
+    /// Where the window starts in what was heard.
+    pub heard_at: usize,
+}
+
+/// [`windowed_match`] with where each window was found.
+pub fn windowed_alignment(source: &[i16], heard: &[i16], lag: isize) -> Vec<WindowMatch> {
+    const WINDOW: usize = MATCH_WINDOW;
     const SLACK: isize = 4_800;
     let rms =
         |w: &[i16]| (w.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
     let mut drift = lag;
-    let mut scores = Vec::new();
+    let mut found_windows = Vec::new();
     for (i, w) in source.chunks_exact(WINDOW).enumerate() {
         if rms(w) <= 500.0 {
             continue;
@@ -505,9 +526,13 @@ pub fn windowed_match(source: &[i16], heard: &[i16], lag: isize) -> Vec<f64> {
         if corr > 0.5 {
             drift = found;
         }
-        scores.push(corr);
+        found_windows.push(WindowMatch {
+            index: i,
+            corr,
+            heard_at: (i as isize * WINDOW as isize + found).max(0) as usize,
+        });
     }
-    scores
+    found_windows
 }
 
 /// Sends a well-formed claim with one frame of audio from `from`'s device
@@ -781,4 +806,39 @@ pub async fn bob_talk_held(
     )
     .await?;
     Ok(item)
+}
+
+/// bob talks `speech` into `room` while alice's speaker is recorded, until
+/// the app reports it played the talk live and closed its output; returns
+/// the log index of "output closed" and what the speaker played.
+pub async fn bob_talk_played_live(
+    desk: &AppDesk,
+    app: &walkie_tests::webdriver::AppDriver,
+    room: &str,
+    speech: &Path,
+    since: usize,
+    label: &str,
+) -> Result<(usize, Vec<i16>)> {
+    const STEP: Duration = Duration::from_secs(60);
+    let heard = desk.root.path().join(format!("alice-speaker-{label}.wav"));
+    let recorder = desk.audio.record_speaker(&heard)?;
+    let summary = desk.people.bob.ok(&[
+        "talk",
+        room,
+        "--wav",
+        speech.to_str().context("speech path")?,
+    ])?;
+    let session = summary["session_id"].as_str().context("no session")?;
+    let (played, line) = app
+        .wait_for_log_after(since, &["live talk played", session], STEP)
+        .await
+        .with_context(|| format!("{label}: bob's talk was not played live at alice's"))?;
+    eprintln!("{label}: {line}");
+    let (closed, _) = app
+        .wait_for_log_after(played, &["output closed"], STEP)
+        .await?;
+    Ok((
+        closed,
+        walkie_audio::wav::read_wav_mono_48k(recorder.stop()?)?,
+    ))
 }
