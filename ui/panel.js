@@ -303,8 +303,15 @@ function editingGroups() {
   );
 }
 
+// A redraw waited for the user to leave a control.
+let groupsRedrawPending = false;
+
 function renderGroups() {
-  if (editingGroups()) return;
+  if (editingGroups()) {
+    groupsRedrawPending = true;
+    return;
+  }
+  groupsRedrawPending = false;
   const list = $("groups");
   const template = $("group-template");
   $("no-groups").hidden = groups.length > 0;
@@ -603,8 +610,10 @@ window.addEventListener("DOMContentLoaded", async () => {
       error.textContent = String(e);
     }
   });
-  // Drawn again once the user leaves a control the redraws waited for.
-  $("groups").addEventListener("focusout", () => setTimeout(renderGroups, 0));
+  // Drawn once the user leaves a control, if a redraw waited for that.
+  $("groups").addEventListener("focusout", () => {
+    if (groupsRedrawPending) setTimeout(renderGroups, 0);
+  });
   const talk = $("talk");
   const press = (event) => {
     event.preventDefault();

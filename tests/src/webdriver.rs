@@ -140,8 +140,9 @@ async fn send(
     Ok(value)
 }
 
-/// `true` for errors that mean "not there (yet)" while polling the DOM.
-fn is_transient(e: &anyhow::Error) -> bool {
+/// `true` for errors that mean "not there (yet)" while polling the DOM, or
+/// "redrawn under the query" (a stale element: find it again).
+pub fn is_transient(e: &anyhow::Error) -> bool {
     e.downcast_ref::<WebDriverError>().is_some_and(|w| {
         matches!(
             w.code.as_str(),

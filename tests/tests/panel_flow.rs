@@ -154,14 +154,28 @@ async fn sign_in_group_consent_countdown_restore_and_sign_out() -> Result<()> {
     app.wait_for(&format!("{group} .name"), |t| t == "Family", DOM)
         .await?;
 
-    // A 1-minute consent counts down.
-    let minutes = app.find(&format!("{group} .custom-minutes")).await?;
-    minutes.clear().await?;
-    minutes.send_keys("1").await?;
-    app.find(&format!("{group} .grant-custom"))
-        .await?
-        .click()
-        .await?;
+    // A 1-minute consent counts down. The list is redrawn on status
+    // changes, and WebDriver's clear takes the focus away that holds a
+    // redraw off: a redraw between the steps makes the field stale, and the
+    // user's typing is done again on the new one.
+    let mut attempts = 0;
+    loop {
+        let typed = async {
+            let minutes = app.find(&format!("{group} .custom-minutes")).await?;
+            minutes.clear().await?;
+            minutes.send_keys("1").await?;
+            app.find(&format!("{group} .grant-custom"))
+                .await?
+                .click()
+                .await
+        }
+        .await;
+        match typed {
+            Ok(()) => break,
+            Err(e) if attempts < 10 && walkie_tests::webdriver::is_transient(&e) => attempts += 1,
+            Err(e) => return Err(e),
+        }
+    }
     let countdown = format!("{group} .countdown");
     let first = app
         .wait_for(
