@@ -152,13 +152,19 @@ async fn holding_the_hotkey_talks_and_releasing_posts_the_voice_message() -> Res
     let heard = wav::read_wav_mono_48k(saved["path"].as_str().context("no path")?)?;
     let source = wav::read_wav_mono_48k(&speech)?;
     let (corr, lag) = normalised_cross_correlation(&source, &heard, heard.len().max(1) - 1);
+    // Per 0.5 s window, as the device tests judge: with the other app tests
+    // beside it (as in the test command) the app's capture may slip a frame
+    // or two, which shifts the rest of the talk and drops the whole-talk
+    // figure (0.59 once, with the windows still matching).
+    let (windows, median) = windowed_median(&source, &heard, lag);
     eprintln!(
-        "bob heard {:.2} s; correlation {corr:.3} at lag {lag}",
+        "bob heard {:.2} s; correlation {corr:.3} at lag {lag}; per 0.5 s window \
+         (median {median:.3}): {windows:.2?}",
         heard.len() as f64 / 48_000.0
     );
     assert!(
-        corr >= 0.8,
-        "bob's audio does not match the speech: {corr:.3}"
+        median >= 0.8,
+        "bob's audio does not match the speech: windows {windows:.2?}"
     );
     listener.kill()?;
     listener.wait()?;
@@ -336,10 +342,7 @@ async fn the_echo_peer_gives_a_hotkey_talk_back_at_the_speaker() -> Result<()> {
     // Per 0.5 s window, as the device tests judge playback: two players'
     // jitter buffers (the echo's capture of alice, the app's playback of
     // the echo) may each shift the timeline by 20 ms steps.
-    let windows = windowed_match(&source, heard, lag);
-    let mut sorted = windows.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+    let (windows, median) = windowed_median(&source, heard, lag);
     eprintln!(
         "the speaker heard the echo from {:.2} s; correlation with alice's speech {corr:.3} \
          at lag {lag}; per 0.5 s window (median {median:.3}): {windows:.2?}",

@@ -482,6 +482,15 @@ pub fn windowed_match(source: &[i16], heard: &[i16], lag: isize) -> Vec<f64> {
         .collect()
 }
 
+/// [`windowed_match`]'s scores and their median.
+pub fn windowed_median(source: &[i16], heard: &[i16], lag: isize) -> (Vec<f64>, f64) {
+    let windows = windowed_match(source, heard, lag);
+    let mut sorted = windows.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+    (windows, median)
+}
+
 /// Size of the windows [`windowed_match`] judges (0.5 s).
 pub const MATCH_WINDOW: usize = 24_000;
 
