@@ -412,20 +412,17 @@ function renderPlayback(li, g) {
   text.textContent = `${volume.value} %`;
   muted.checked = g.playback.muted;
   priority.value = String(Math.max(-1, Math.min(1, g.playback.priority)));
-  const save = async () => {
-    await call("set_group_playback", {
-      room: g.room_id,
-      volume: Number(volume.value) / 100,
-      muted: muted.checked,
-      priority: Number(priority.value),
-    }).catch(() => {});
+  // Only the control changed is sent: a redraw from an older status cannot
+  // undo another control's change.
+  const save = async (change) => {
+    await call("set_group_playback", { room: g.room_id, ...change }).catch(() => {});
     volume.blur();
     await refreshGroups();
   };
   volume.addEventListener("input", () => (text.textContent = `${volume.value} %`));
-  volume.addEventListener("change", save);
-  muted.addEventListener("change", save);
-  priority.addEventListener("change", save);
+  volume.addEventListener("change", () => save({ volume: Number(volume.value) / 100 }));
+  muted.addEventListener("change", () => save({ muted: muted.checked }));
+  priority.addEventListener("change", () => save({ priority: Number(priority.value) }));
 }
 
 // Another member, with their volume slider.

@@ -311,25 +311,28 @@ pub async fn invite(radio: State<'_, Radio>, room: String, user: String) -> Resu
     Ok(())
 }
 
-/// A group's volume (0.0..=2.0), mute and priority, for this user.
+/// Changes a group's volume (0.0..=2.0), mute or priority for this user:
+/// the ones given; the others stay as they are.
 #[tauri::command]
 pub fn set_group_playback(
     app: AppHandle,
     radio: State<'_, Radio>,
     room: String,
-    volume: f32,
-    muted: bool,
-    priority: i32,
+    volume: Option<f32>,
+    muted: Option<bool>,
+    priority: Option<i32>,
 ) -> Result<(), String> {
-    radio.set_group_playback(
-        &app,
-        &room,
-        crate::settings::GroupPlayback {
-            volume,
-            muted,
-            priority,
-        },
-    )
+    radio.set_group_playback(&app, &room, |p| {
+        if let Some(v) = volume {
+            p.volume = v;
+        }
+        if let Some(m) = muted {
+            p.muted = m;
+        }
+        if let Some(r) = priority {
+            p.priority = r;
+        }
+    })
 }
 
 /// One person's volume (0.0..=2.0) in every group.

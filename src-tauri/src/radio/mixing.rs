@@ -47,17 +47,26 @@ impl Radio {
         }
     }
 
-    /// A group's volume, mute and priority; saved, and applied at once.
+    /// Changes a group's volume, mute or priority (`change` edits the saved
+    /// ones, so a change to one never undoes another); saved, and applied
+    /// at once.
     pub fn set_group_playback(
         &self,
         app: &AppHandle,
         room: &str,
-        playback: GroupPlayback,
+        change: impl FnOnce(&mut GroupPlayback),
     ) -> Result<(), String> {
-        check_volume(playback.volume)?;
         let station = self.station().ok_or("Not signed in")?;
+        let data_dir = &app.state::<AppConfig>().data_dir;
+        let mut playback = Settings::load(data_dir)
+            .groups
+            .get(room)
+            .copied()
+            .unwrap_or_default();
+        change(&mut playback);
+        check_volume(playback.volume)?;
         station.set_group(room, playback.into());
-        Settings::update(&app.state::<AppConfig>().data_dir, |s| {
+        Settings::update(data_dir, |s| {
             s.groups.insert(room.to_owned(), playback);
         });
         tracing::info!(
