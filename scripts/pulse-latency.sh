@@ -5,13 +5,13 @@
 # for the ALSA host (pulse plugin) and the native PulseAudio host.
 #
 #   bash scripts/pulse-latency.sh            # both hosts, output and capture
-#   bash scripts/pulse-latency.sh output     # one mode
+#   bash scripts/pulse-latency.sh output     # one mode (output, capture, cue)
 # Knobs passed through: WALKIE_OUTPUT_PERIOD_MS, WALKIE_OUTPUT_AHEAD_MS,
 # WALKIE_CAPTURE_PERIOD_MS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/walkie/target}"
-MODES=("$@"); ((${#MODES[@]})) || MODES=(output capture)
+MODES=("$@"); ((${#MODES[@]})) || MODES=(output capture cue)
 HOSTS=(${HOSTS:-alsa pulseaudio})
 cargo build -q -p walkie-audio --example pulse_latency
 PROBE="$CARGO_TARGET_DIR/debug/examples/pulse_latency"

@@ -14,6 +14,15 @@
 //! timestamps the callback that holds the click. Latency = that callback -
 //! the instant the player's stream says the click is played.
 //!
+//! `cue`: a press as the app handles it, on an idle machine (the output
+//! device closed): a `Player` on our `DeviceSink` (default sink `speaker`)
+//! and the microphone opened like `capture::Capture`; when its first samples
+//! arrive the talk-permit cue is asked for, as `live_talk` does. The
+//! recorder on `speaker.monitor` finds the cue's first sample above
+//! threshold. Latency = that - the press (minus where the threshold falls in
+//! the cue itself). The hotkey's own delivery (X server to the app) is not
+//! in it.
+//!
 //! Calibration: each side's probe stream is timed by what PulseAudio reports
 //! for it (cpal's callback/capture and callback/playback timestamps); both
 //! the raw figure and the one corrected by that reported latency are printed.
@@ -91,14 +100,28 @@ fn main() -> Res<()> {
     match mode.as_str() {
         "output" => output(),
         "capture" => capture(),
-        _ => Err("mode: output | capture".into()),
+        "cue" => cue(),
+        _ => Err("mode: output | capture | cue".into()),
     }
 }
 
-/// An input stream calling `found` for each click (debounced by 100 ms).
+/// An input stream sending when a click (a sample above 0.5) is seen,
+/// debounced by 100 ms.
 fn click_listener(
     device: &cpal::Device,
     config: cpal::StreamConfig,
+    tx: mpsc::Sender<Seen>,
+) -> Res<cpal::Stream> {
+    sound_listener(device, config, 0.5, Duration::from_millis(100), tx)
+}
+
+/// An input stream sending when a sample above `threshold` is seen, at most
+/// once per `debounce`.
+fn sound_listener(
+    device: &cpal::Device,
+    config: cpal::StreamConfig,
+    threshold: f32,
+    debounce: Duration,
     tx: mpsc::Sender<Seen>,
 ) -> Res<cpal::Stream> {
     let channels = config.channels as usize;
@@ -111,8 +134,8 @@ fn click_listener(
             let ts = info.timestamp();
             let reported = ts.callback.duration_since(ts.capture);
             let n = data.len() / channels;
-            if let Some(i) = data.chunks(channels).position(|f| f[0].abs() > 0.5) {
-                if last.is_some_and(|l| now - l < Duration::from_millis(100)) {
+            if let Some(i) = data.chunks(channels).position(|f| f[0].abs() > threshold) {
+                if last.is_some_and(|l| now - l < debounce) {
                     return;
                 }
                 last = Some(now);
@@ -153,6 +176,9 @@ fn output() -> Res<()> {
     let total = WARMUP_FRAMES + CLICKS * CLICK_EVERY_FRAMES + 10;
     sink.write_frame(&silence)?;
     frame_no += 1;
+    // Whole frames, each written at once: the figure is write -> heard of
+    // a frame's first sample. (The player writes pieces; its ring lead is
+    // in the `cue` mode and the mouth-to-ear bench.)
     while frame_no < total {
         let wanted = sink.frames_wanted()?;
         for _ in 0..wanted {
@@ -263,5 +289,59 @@ fn capture() -> Res<()> {
         seen.len()
     );
     report("capture micfeed->callback", &raw, &cor);
+    Ok(())
+}
+
+fn cue() -> Res<()> {
+    use walkie_audio::{
+        cues::{self, Cue},
+        player::{Player, PlayerConfig},
+    };
+    const PRESSES: usize = 10;
+    const THRESHOLD: f32 = 0.05;
+    let ph = pulse()?;
+    let monitor = device_by_id(&ph, "speaker.monitor")?;
+    let mut cfg: cpal::StreamConfig = monitor.default_input_config()?.into();
+    cfg.buffer_size = cpal::BufferSize::Fixed(cfg.sample_rate / 1000);
+    let (tx, rx) = mpsc::channel();
+    let _rec = sound_listener(&monitor, cfg, THRESHOLD, Duration::from_millis(1000), tx)?;
+    // Where the threshold falls in the cue itself.
+    let lead_ms = cues::samples(Cue::TalkPermit)
+        .iter()
+        .position(|s| s.abs() > THRESHOLD)
+        .unwrap_or(0) as f64
+        / 48.0;
+    let config = PlayerConfig::default();
+    let idle_close = config.idle_close;
+    let player = Player::start(Box::new(DeviceSink::new(None)), config, None, |_| {})?;
+    let mut presses = Vec::new();
+    for _ in 0..PRESSES {
+        // The player has closed the device (idle), as between talks.
+        std::thread::sleep(idle_close + Duration::from_millis(500));
+        let press = Instant::now();
+        let mut cap = walkie_audio::capture::Capture::open(None)?;
+        cap.wait_live(Duration::from_secs(5))?;
+        player.cue(Cue::TalkPermit);
+        presses.push(press);
+        std::thread::sleep(Duration::from_millis(400));
+        drop(cap);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    drop(player);
+    let seen: Vec<Seen> = rx.try_iter().collect();
+    let (mut raw, mut cor) = (Vec::new(), Vec::new());
+    for (now, corrected) in &seen {
+        if let Some(p) = presses.iter().rev().find(|p| **p <= *now) {
+            raw.push((*now - *p).as_secs_f64() * 1000.0 - lead_ms);
+            cor.push(corrected.saturating_duration_since(*p).as_secs_f64() * 1000.0 - lead_ms);
+        }
+    }
+    println!(
+        "cue host={} presses={} heard={} threshold lead={lead_ms:.1}ms",
+        std::env::var("WALKIE_AUDIO_HOST").unwrap_or_else(|_| "(default)".into()),
+        presses.len(),
+        seen.len()
+    );
+    report("press->permit cue heard", &raw, &cor);
     Ok(())
 }

@@ -59,6 +59,9 @@ pub enum DeviceError {
         channels: u16,
         reason: String,
     },
+    /// A sink that takes whole frames only was given part of one.
+    #[error("this sink takes whole frames of {FRAME_SAMPLES} samples, not {0}")]
+    PartialFrame(usize),
 }
 
 /// Result alias of this module.
@@ -85,6 +88,20 @@ pub trait FrameSink: Send {
     fn frames_wanted(&mut self) -> Result<usize>;
     /// Takes one frame.
     fn write_frame(&mut self, frame: &Frame) -> Result<()>;
+    /// How many samples the sink can take now. A device answers in samples,
+    /// so the player tops it up in pieces shorter than a frame and keeps
+    /// less audio queued ahead of the speaker; the default is whole frames.
+    fn samples_wanted(&mut self) -> Result<usize> {
+        Ok(self.frames_wanted()?.saturating_mul(FRAME_SAMPLES))
+    }
+    /// Takes the next `samples` of the stream. The default takes whole
+    /// frames only (what the default [`FrameSink::samples_wanted`] asks for).
+    fn write_samples(&mut self, samples: &[i16]) -> Result<()> {
+        let frame: &Frame = samples
+            .try_into()
+            .map_err(|_| DeviceError::PartialFrame(samples.len()))?;
+        self.write_frame(frame)
+    }
     /// Nothing will play for a while: release the device (a file ignores it).
     /// The next `write_frame` opens it again.
     fn suspend(&mut self) -> Result<()> {

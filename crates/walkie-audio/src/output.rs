@@ -36,7 +36,7 @@ const OUTPUT_PERIOD_MS: u32 = 5;
 /// The margin the ring keeps beyond one period through the native
 /// PulseAudio host: 5 ms (240 samples), the player's top-up interval. Its
 /// callbacks come every period in equal blocks, unlike ALSA's pulse plugin's
-/// bursts; an underrun still grows the margin by a frame.
+/// bursts; an underrun grows the margin by its own size.
 /// `WALKIE_OUTPUT_AHEAD_MS` overrides it (spike).
 const PULSE_AHEAD_SAMPLES: usize = SAMPLE_RATE as usize * 5 / 1000;
 /// An open device that pulls no sample for this long counts as gone.
@@ -137,8 +137,11 @@ struct Open {
     tx: rtrb::Producer<f32>,
     shared: Arc<Shared>,
     /// Samples (at 48 kHz) to keep queued: one device period plus margin,
-    /// grown by a frame at every underrun.
+    /// grown by `grow_samples` at every underrun.
     ahead_samples: usize,
+    /// The margin's step: the margin itself (one 5 ms period through the
+    /// native PulseAudio host, a frame through ALSA).
+    grow_samples: usize,
     underruns_seen: u64,
 }
 
@@ -294,6 +297,7 @@ fn open_device(name: Option<&str>) -> Result<Open> {
         tx,
         shared,
         ahead_samples,
+        grow_samples: margin.clamp(1, FRAME_SAMPLES),
         underruns_seen: 0,
         pulled: 0,
         pulled_at: std::time::Instant::now(),
@@ -313,8 +317,16 @@ fn builder_rate(device: &cpal::Device) -> Option<u32> {
 
 impl FrameSink for DeviceSink {
     fn frames_wanted(&mut self) -> Result<usize> {
+        Ok(self.samples_wanted()?.div_ceil(FRAME_SAMPLES))
+    }
+
+    /// What the ring lacks of `ahead_samples`: the player writes exactly
+    /// that (pieces of frames), so the ring holds one period plus the margin
+    /// and at most one top-up interval more, not a whole extra frame.
+    fn samples_wanted(&mut self) -> Result<usize> {
         let Some(open) = self.open.as_mut() else {
-            return Ok(1);
+            // Closed: the first frame opens the device.
+            return Ok(FRAME_SAMPLES);
         };
         let pulled = open.shared.played.load(Ordering::Relaxed);
         if pulled != open.pulled {
@@ -336,12 +348,12 @@ impl FrameSink for DeviceSink {
         }
         // The device ran dry: it pulls in bigger or less regular bursts than
         // its period says (ALSA's pulse plugin does, right after opening).
-        // Keep one frame more queued from now on, up to the ring's size.
+        // Keep one step more queued from now on, up to the ring's size.
         let underruns = open.shared.underruns.load(Ordering::Relaxed);
         if underruns > open.underruns_seen {
             open.underruns_seen = underruns;
             open.ahead_samples =
-                (open.ahead_samples + FRAME_SAMPLES).min(RING_SAMPLES - FRAME_SAMPLES);
+                (open.ahead_samples + open.grow_samples).min(RING_SAMPLES - FRAME_SAMPLES);
             tracing::debug!(
                 underruns,
                 ahead_samples = open.ahead_samples,
@@ -349,15 +361,16 @@ impl FrameSink for DeviceSink {
             );
         }
         let queued = RING_SAMPLES - open.tx.slots();
-        Ok(open
-            .ahead_samples
-            .saturating_sub(queued)
-            .div_ceil(FRAME_SAMPLES))
+        Ok(open.ahead_samples.saturating_sub(queued))
     }
 
     fn write_frame(&mut self, frame: &Frame) -> Result<()> {
+        self.write_samples(frame)
+    }
+
+    fn write_samples(&mut self, samples: &[i16]) -> Result<()> {
         let open = self.open()?;
-        for &sample in frame {
+        for &sample in samples {
             // A full ring means the device stopped pulling: drop, never block.
             if open.tx.push(i16_to_f32(sample)).is_err() {
                 break;

@@ -285,6 +285,17 @@ struct PlayerThread {
     /// A tick of the next talk, held back while the previous talk's tail
     /// is written.
     stashed: Option<Tick>,
+    /// The frame being written to the sink and how much of it is written:
+    /// a device takes pieces shorter than a frame.
+    pending: Frame,
+    pending_pos: usize,
+    /// The pending frame is silence from a talk still buffering (nothing
+    /// else in it): the next top-up asks the queue again instead of writing
+    /// the rest, so a talk starts within a top-up interval of its buffer
+    /// being ready rather than at the next frame boundary.
+    pending_waiting: bool,
+    /// Set by `write_talk` when its tick was a buffering talk's silence.
+    tick_waited: bool,
 }
 
 impl PlayerThread {
@@ -309,6 +320,10 @@ impl PlayerThread {
             drains: Vec::new(),
             persist: None,
             stashed: None,
+            pending: [0; FRAME_SAMPLES],
+            pending_pos: FRAME_SAMPLES,
+            pending_waiting: false,
+            tick_waited: false,
         }
     }
 
@@ -481,9 +496,9 @@ impl PlayerThread {
         }
     }
 
-    /// Writes as many frames as the sink wants; closes it when idle.
+    /// Writes as many samples as the sink wants; closes it when idle.
     fn top_up(&mut self) {
-        let wanted = match self.sink.frames_wanted() {
+        let mut wanted = match self.sink.samples_wanted() {
             Ok(n) => n,
             Err(e) => {
                 self.emit(PlayerEvent::OutputFailed(e.to_string()));
@@ -492,17 +507,32 @@ impl PlayerThread {
                 0
             }
         };
-        for _ in 0..wanted {
-            let (frame, audible) = self.next_frame();
-            if !audible && !self.sink.is_open() && !self.keep_open {
-                break;
+        if self.pending_waiting {
+            // The rest is a buffering talk's silence: ask again.
+            self.pending_pos = FRAME_SAMPLES;
+        }
+        while wanted > 0 {
+            if self.pending_pos >= FRAME_SAMPLES {
+                let (frame, audible) = self.next_frame();
+                if !audible && !self.sink.is_open() && !self.keep_open {
+                    break;
+                }
+                self.pending = frame;
+                self.pending_pos = 0;
             }
+            let end = FRAME_SAMPLES.min(self.pending_pos + wanted);
             let was_open = self.sink.is_open();
-            if let Err(e) = self.sink.write_frame(&frame) {
+            if let Err(e) = self
+                .sink
+                .write_samples(&self.pending[self.pending_pos..end])
+            {
                 tracing::warn!(error = %e, "output failed; dropping this frame");
                 self.emit(PlayerEvent::OutputFailed(e.to_string()));
+                self.pending_pos = FRAME_SAMPLES;
                 break;
             }
+            wanted -= end - self.pending_pos;
+            self.pending_pos = end;
             if !was_open && self.sink.is_open() {
                 self.emit(PlayerEvent::OutputOpened);
             }
@@ -524,10 +554,14 @@ impl PlayerThread {
     }
 
     /// The next 20 ms of output and whether anything audible is in it.
+    /// Sets `pending_waiting` when it is only a buffering talk's silence.
     fn next_frame(&mut self) -> (Frame, bool) {
         let mut out = [0f32; FRAME_SAMPLES];
+        self.tick_waited = false;
         let mut audible = self.write_talk(&mut out);
+        self.pending_waiting = self.tick_waited;
         if self.cue_pos < self.cue.len() {
+            self.pending_waiting = false;
             let n = (self.cue.len() - self.cue_pos).min(FRAME_SAMPLES);
             for (o, c) in out
                 .iter_mut()
@@ -607,7 +641,11 @@ impl PlayerThread {
         };
         let pcm = match playout {
             // Buffering before the start: silence, but the talk is on.
-            Playout::Wait | Playout::Finished => return true,
+            Playout::Wait => {
+                self.tick_waited = playing.frames_out == 0;
+                return true;
+            }
+            Playout::Finished => return true,
             Playout::Frame(packet) => playing.decoder.decode(&packet).or_else(|e| {
                 tracing::warn!(%session, error = %e, "undecodable Opus packet; concealing");
                 playing.decoder.decode_lost()
@@ -690,6 +728,104 @@ mod tests {
             self.samples.lock().unwrap().extend_from_slice(frame);
             Ok(())
         }
+    }
+
+    /// A device-like sink paced by the wall clock that takes pieces: it
+    /// keeps `AHEAD` samples queued ahead of its clock and records the size
+    /// of every write and whether any write was more than it asked for.
+    #[derive(Clone, Default)]
+    struct PieceSink {
+        samples: Arc<Mutex<Vec<i16>>>,
+        writes: Arc<Mutex<Vec<usize>>>,
+        over_asked: Arc<Mutex<bool>>,
+        started: Arc<Mutex<Option<Instant>>>,
+    }
+
+    impl PieceSink {
+        const AHEAD: usize = 480;
+    }
+
+    impl FrameSink for PieceSink {
+        fn frames_wanted(&mut self) -> crate::frames::Result<usize> {
+            Ok(self.samples_wanted()?.div_ceil(FRAME_SAMPLES))
+        }
+        fn samples_wanted(&mut self) -> crate::frames::Result<usize> {
+            let mut started = self.started.lock().unwrap();
+            let t0 = *started.get_or_insert_with(Instant::now);
+            let pulled = t0.elapsed().as_micros() as usize * 48 / 1000;
+            let written = self.samples.lock().unwrap().len();
+            Ok((pulled + Self::AHEAD).saturating_sub(written))
+        }
+        fn write_frame(&mut self, frame: &Frame) -> crate::frames::Result<()> {
+            self.write_samples(frame)
+        }
+        fn write_samples(&mut self, samples: &[i16]) -> crate::frames::Result<()> {
+            let wanted = self.samples_wanted()?;
+            if samples.len() > wanted {
+                *self.over_asked.lock().unwrap() = true;
+            }
+            self.writes.lock().unwrap().push(samples.len());
+            self.samples.lock().unwrap().extend_from_slice(samples);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_device_taking_pieces_gets_the_talk_whole_in_pieces_it_asked_for() {
+        let sink = PieceSink::default();
+        let (tx, rx) = mpsc::channel();
+        let player = Player::start(
+            Box::new(sink.clone()),
+            PlayerConfig::default(),
+            None,
+            move |e| {
+                let _ = tx.send(e);
+            },
+        )
+        .unwrap();
+        let speech = speech_like(1.0);
+        let mut encoder = OpusEncoder::new().unwrap();
+        let packets: Vec<Vec<u8>> = wav::frames(&speech)
+            .map(|f| encoder.encode(&f).unwrap())
+            .collect();
+        player.talk_started(TalkMeta {
+            group: "!g:x".into(),
+            session: "s1".into(),
+            sender: "@a:x".into(),
+            start_ts_ms: 1_000,
+        });
+        // One frame per message, in real time.
+        for (i, packet) in packets.iter().enumerate() {
+            player.frames(
+                "!g:x",
+                "s1",
+                i as u64,
+                1_000 + i as u64 * 20,
+                vec![packet.clone()],
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        player.talk_ended("s1");
+        let finished = rx
+            .iter()
+            .find(|e| matches!(e, PlayerEvent::Queue(QueueEvent::Finished { .. })));
+        assert!(finished.is_some());
+        player.drain();
+        drop(player);
+        let out = sink.samples.lock().unwrap().clone();
+        let (corr, lag) = normalised_cross_correlation(&speech, &out, out.len() - 1);
+        assert!(corr > 0.9, "correlation {corr} at lag {lag}");
+        assert!(
+            !*sink.over_asked.lock().unwrap(),
+            "a write exceeded what the sink asked for"
+        );
+        let writes = sink.writes.lock().unwrap().clone();
+        let pieces = writes.iter().filter(|&&n| n < FRAME_SAMPLES).count();
+        assert!(
+            pieces * 2 > writes.len(),
+            "most writes should be pieces of a frame: {pieces} of {}",
+            writes.len()
+        );
     }
 
     /// A player on a memory sink, its events, one second of encoded speech
