@@ -14,7 +14,9 @@
 # instead of building the release CLI; THRESHOLD (0.4) the click detection
 # level, a fraction of full scale (the player's cues peak at 0.25); KEEP=1
 # keeps the work directory (the recording, the logs) and prints its path;
-# BATCH (1) frames per message; OUT a JSON-lines file to which one result
+# BATCH (1) frames per message; WARMUP (0) short talks alice gives first
+# (1: the measured talk is not the first between these devices, so its
+# claim finds the Olm sessions made, as every talk after a user's first); OUT a JSON-lines file to which one result
 # line is appended (scripts/bench.sh collects them).
 #
 # One sample clock for mouth and ear: scripts/lib/bench-pulse.sh (a private
@@ -31,6 +33,7 @@ LISTENERS="${LISTENERS:-1}"
 CLICKS="${CLICKS:-40}"
 SPACING_MS="${SPACING_MS:-300}"
 BATCH="${BATCH:-1}"
+WARMUP="${WARMUP:-0}"
 LEAD_MS=1000
 PY="$WALKIE_SYNAPSE_PYTHON"
 ((LISTENERS >= 1)) || die "LISTENERS must be at least 1"
@@ -56,14 +59,19 @@ LPIDS=()
 for i in $(seq 1 "$LISTENERS"); do
   play=()
   ((i > 1)) || play=(--play)
-  RUST_LOG="${LISTEN_LOG:-info}" "$WALKIE" --data-dir "$WORK/bob$i" listen "$ROOM" --out "$WORK/out$i" "${play[@]}" --talks 1 \
+  RUST_LOG="${LISTEN_LOG:-info}" "$WALKIE" --data-dir "$WORK/bob$i" listen "$ROOM" --out "$WORK/out$i" "${play[@]}" --talks $((1 + WARMUP)) \
     --timeout "$("$PY" -c "print(int($TALK_S) + 60)")" >"$WORK/listen$i.jsonl" 2>"$WORK/listen$i.err" &
   LPIDS+=("$!")
   PIDS+=("$!")
 done
 bench_wait_listening "$LISTENERS" 30
+for w in $(seq 1 "$WARMUP"); do
+  say "warm-up talk $w of $WARMUP (1 s of silence)"
+  "$WALKIE" "${A[@]}" talk "$ROOM" --mic --no-cues --seconds 1 >"$WORK/warmup$w.jsonl" 2>"$WORK/warmup$w.err" \
+    || { tail -n 20 "$WORK/warmup$w.err" >&2; die "warm-up talk failed (above)"; }
+done
 say "$LISTENERS listener(s) ready (bob1 plays to speaker); alice talks from mic for $TALK_S s"
-RUST_LOG=info "$WALKIE" "${A[@]}" talk "$ROOM" --mic --no-cues --batch "$BATCH" --seconds "$TALK_S" >"$WORK/talk.jsonl" 2>"$WORK/talk.err" &
+RUST_LOG="${TALK_LOG:-info}" "$WALKIE" "${A[@]}" talk "$ROOM" --mic --no-cues --batch "$BATCH" --seconds "$TALK_S" >"$WORK/talk.jsonl" 2>"$WORK/talk.err" &
 TALK_PID=$!
 PIDS+=("$TALK_PID")
 for _ in $(seq 600); do
@@ -97,7 +105,7 @@ printf '%s\n' "$analysis"
 if [[ -n ${OUT:-} ]]; then
   # One JSON line for scripts/bench.sh: the analysis, plus what the talker
   # and the playing listener reported (capture start-up, jitter buffer).
-  ANALYSIS="$analysis" "$PY" - "$OUT" "$LISTENERS" "$BATCH" "$WORK/talk.jsonl" "$WORK/listen1.err" <<'PYEOF'
+  WARMUP="$WARMUP" ANALYSIS="$analysis" "$PY" - "$OUT" "$LISTENERS" "$BATCH" "$WORK/talk.jsonl" "$WORK/listen1.err" <<'PYEOF'
 import json, os, re, sys
 out, listeners, batch, talk, listen_err = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 res = next(json.loads(l[5:]) for l in os.environ["ANALYSIS"].splitlines() if l.startswith("json "))
@@ -109,7 +117,7 @@ for line in open(listen_err, errors="replace"):
     if "live talk played" in line:
         player = {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.]+)", line)}
 res.update({
-    "kind": "mouth_to_ear", "peer": "walkie", "listeners": listeners, "batch": batch,
+    "kind": "mouth_to_ear", "peer": "walkie" if int(os.environ.get("WARMUP", "0")) else "walkie-first-talk", "listeners": listeners, "batch": batch, "warmup_talks": int(os.environ.get("WARMUP", "0")),
     "press_to_capture_live_ms": live.get("press_to_live_ms"),
     "capture_open_to_first_samples_ms": live.get("open_to_first_samples_ms"),
     "jitter_buffer": player,

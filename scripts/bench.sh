@@ -10,7 +10,10 @@
 #   bash scripts/bench.sh report               # only rebuild json + plot
 #
 # Parts (ONLY, default all, in this order):
-#   walkie   mouth-to-ear at the (virtual) devices, scripts/bench-mouth-to-ear.sh
+#   walkie   mouth-to-ear at the (virtual) devices, scripts/bench-mouth-to-ear.sh:
+#            a later talk (peer walkie: the Olm sessions exist) for COUNTS,
+#            and the first talk between fresh devices (walkie-first-talk,
+#            which sets them up) for PEER_COUNTS
 #   mumble   the same for Mumble, default and lowest-latency settings,
 #            scripts/bench-mumble.sh
 #   chunked  the same for chunked voice messages through the timeline
@@ -53,6 +56,7 @@ want() { [[ " $ONLY " == *" $1 "* ]]; }
 # The steps, for the progress display.
 STEPS=()
 want walkie && for n in $COUNTS; do STEPS+=("walkie $n"); done
+want walkie && for n in $PEER_COUNTS; do STEPS+=("walkie-first-talk $n"); done
 want mumble && for m in default lowest; do for n in $PEER_COUNTS; do STEPS+=("mumble-$m $n"); done; done
 want chunked && for n in $PEER_COUNTS; do STEPS+=("chunked $n"); done
 want fanout && STEPS+=("fanout sealed" "fanout olm")
@@ -102,8 +106,12 @@ fi
 
 if want walkie; then
   for n in $COUNTS; do
-    step "Walkie mouth-to-ear, $n listening device(s)"
-    OUT="$RESULTS" LISTENERS=$n run "walkie $n" bash scripts/bench-mouth-to-ear.sh
+    step "Walkie mouth-to-ear, $n listening device(s), a later talk"
+    OUT="$RESULTS" WARMUP=1 LISTENERS=$n run "walkie $n" bash scripts/bench-mouth-to-ear.sh
+  done
+  for n in $PEER_COUNTS; do
+    step "Walkie mouth-to-ear, $n listening device(s), the first talk between them"
+    OUT="$RESULTS" WARMUP=0 LISTENERS=$n run "walkie-first-talk $n" bash scripts/bench-mouth-to-ear.sh
   done
 fi
 if want mumble; then

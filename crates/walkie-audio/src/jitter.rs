@@ -30,11 +30,15 @@
 //!   be at the play position while `delay <= target` or it is concealed.
 //!   (`delay - target` does not depend on `min_transit`, so the window
 //!   minimum sliding does not move frames across their deadline.)
-//! * Start-up queue: a talk's first [`STARTUP_FRAMES`] frames queue behind
-//!   its claim at the talker and arrive late and together. Their transits
-//!   count for the minimum but not for `high`, so the one-time queue is not
-//!   held as delay for the whole window (measured: it cost ~30 ms of
-//!   mouth-to-ear until a shrink seconds later).
+//! * Start-up queue: a talk's first [`STARTUP_FRAMES`] frames arrive late
+//!   (behind the claim, and the listener's first round trips of a talk are
+//!   slower), the excess draining over a few frames. Their transits count
+//!   for the minimum but not for `high`, so the one-time queue is not held
+//!   as delay for the whole window. Playout starts from frame 0, i.e. at
+//!   the queue's delay; during the first [`CATCH_UP_POPS`] pops a surplus
+//!   over `target + START_MARGIN_MS` is dropped at once (a frame per 100
+//!   ms), so the talk settles at the link's delay, not the claim's
+//!   (measured: the queue cost 27-50 ms of mouth-to-ear for whole talks).
 //! * Start: playout starts at the first `pop` where the lowest buffered frame
 //!   has `delay >= target + START_MARGIN_MS` (or at once when `end()` was
 //!   called): the first half second has not yet seen the link's occasional
@@ -107,9 +111,11 @@ pub const JITTER_PERCENTILE: usize = 100;
 /// one-time start-up queue, not jitter. Their transits set the minimum (the
 /// delay is measured from it) but not the jitter estimate, or the queue's
 /// ~40 ms would be held as delay for the whole window and given back only
-/// by a shrink seconds later. 10 frames (200 ms) cover the claim queue
-/// measured on loopback (first frame 69 ms, second 50, then 31).
-pub const STARTUP_FRAMES: u64 = 3;
+/// by a shrink seconds later. 10 frames (200 ms) cover the start-up queue
+/// measured at a listener on loopback: frame 0 arrives 27-50 ms over the
+/// steady transit and the excess drains within ~8 frames (the talk's first
+/// sync round trips at the listener are slower).
+pub const STARTUP_FRAMES: u64 = 10;
 /// Playout starts this far above the target: the window has seen little of
 /// the link yet, and one frame of headroom keeps an early late message from
 /// forcing a stretch (the shrink rule never takes this headroom back on a
@@ -121,6 +127,14 @@ pub const START_MARGIN_MS: u64 = FRAME_MS / 2;
 pub const SHRINK_SLACK_MS: u64 = FRAME_MS;
 /// ... at every pop for this many pops in a row (5 s).
 pub const SHRINK_HOLD_POPS: u64 = 250;
+/// Pops after the start (0.4 s, so the talk has settled half a second in)
+/// during which a surplus is given back at
+/// once (one frame per [`SHRINK_INTERVAL_POPS`]): playout starts from the
+/// talk's first frames, which queued behind its claim, so the delay it
+/// starts at is the claim's, not the link's; the frames that follow show
+/// the link's, and the difference is dropped before the talk settles
+/// instead of being held for the whole talk.
+pub const CATCH_UP_POPS: u64 = 20;
 /// While the surplus persists after a shrink, further shrinks follow at most
 /// one frame per this many pops (100 ms).
 pub const SHRINK_INTERVAL_POPS: u64 = 5;
@@ -360,7 +374,13 @@ impl JitterBuffer {
     /// target is at least the hint plus that span. The first-talk hint is
     /// sized for the talker's one-frame messages; a talker that fell behind
     /// sends more per message.
-    pub fn note_message_frames(&mut self, frames: u64) {
+    /// The message holding the talk's first frame is its start-up queue,
+    /// sent together once the claim is out: not the talker's batching, so
+    /// it does not count.
+    pub fn note_message_frames(&mut self, first_seq: u64, frames: u64) {
+        if self.first_seq.is_none_or(|first| first == first_seq) {
+            return;
+        }
         let span = frames.saturating_sub(1).saturating_mul(FRAME_MS);
         if span > self.batch_span_ms {
             self.batch_span_ms = span;
@@ -408,8 +428,10 @@ impl JitterBuffer {
             } else {
                 self.surplus_pops = 0;
             }
+            let catching_up = self.pops <= CATCH_UP_POPS
+                && delay - (FRAME_MS as i64) >= target + START_MARGIN_MS as i64;
             let may_shrink = over_max
-                || (self.surplus_pops >= SHRINK_HOLD_POPS
+                || ((catching_up || self.surplus_pops >= SHRINK_HOLD_POPS)
                     && self.pops - self.last_shrink_pop >= SHRINK_INTERVAL_POPS);
             if may_shrink && delay >= target + FRAME_MS as i64 {
                 if let Some(next) = self.buffer.remove(&(self.next_seq + 1)) {
@@ -487,7 +509,7 @@ impl JitterBuffer {
         self.min_transit = min;
         let jitter = u64::try_from(high.saturating_sub(min)).unwrap_or(0);
         let mut target = jitter
-            .saturating_add(FRAME_MS)
+            .saturating_add(FRAME_MS / 2)
             .clamp(MIN_TARGET_MS, MAX_TARGET_MS);
         if self.transits.len() < JITTER_WINDOW_FRAMES {
             let floor = self.hint_ms.saturating_add(self.batch_span_ms);
@@ -622,7 +644,7 @@ mod tests {
         loop {
             while next_arrival < arrivals.len() && arrivals[next_arrival].at <= now {
                 let a = &arrivals[next_arrival];
-                jb.note_message_frames(frames_per_message);
+                jb.note_message_frames(a.seq, frames_per_message);
                 let outcome = jb
                     .push(
                         a.seq,
@@ -990,6 +1012,37 @@ mod tests {
     /// Synapse (measured: the first frame's transit 69 ms, the second's 50,
     /// then 31): nothing arrives in the first 70 ms after the talk's start.
     const CLAIM_QUEUE_MS: u64 = 70;
+    /// The start-up queue measured at a listener: frame 0 ~50 ms over the
+    /// steady transit, 6 ms less per message after.
+    const STARTUP_QUEUE: (u64, u64) = (50, 6);
+
+    #[test]
+    fn a_draining_start_up_queue_is_given_back_before_the_talk_settles() {
+        let clean = Loopback::clean(12).frames_per_message(1);
+        let queued = Loopback {
+            startup: Some(STARTUP_QUEUE),
+            ..clean
+        };
+        let (mut clean_mean, mut queued_mean) = (0.0, 0.0);
+        for seed in 1..=LOOPBACK_SEEDS {
+            let seed = seed * 7919 + 13;
+            clean_mean += delays_after(&run_loopback(&clean, seed), SETTLE_MS).0;
+            let r = run_loopback(&queued, seed);
+            queued_mean += delays_after(&r, SETTLE_MS).0;
+            assert!(
+                r.stats.shrink_dropped <= 3,
+                "seed {seed}: dropped {} frames",
+                r.stats.shrink_dropped
+            );
+        }
+        let n = LOOPBACK_SEEDS as f64;
+        let (clean_mean, queued_mean) = (clean_mean / n, queued_mean / n);
+        // Without the catch-up the queue's 50 ms stays in every frame's delay.
+        assert!(
+            queued_mean <= clean_mean + FRAME_MS as f64 / 2.0,
+            "settled playout delay {queued_mean:.1} ms with the start-up queue, {clean_mean:.1} ms without"
+        );
+    }
 
     /// Settling time allowed at the start of a talk.
     const SETTLE_MS: u64 = 500;
@@ -1023,6 +1076,13 @@ mod tests {
                 "12 s, 1-frame, claim queue 70 ms",
                 Loopback {
                     stall: Some((0, CLAIM_QUEUE_MS)),
+                    ..Loopback::clean(12).frames_per_message(1)
+                },
+            ),
+            (
+                "12 s, 1-frame, start-up queue 50 ms",
+                Loopback {
+                    startup: Some(STARTUP_QUEUE),
                     ..Loopback::clean(12).frames_per_message(1)
                 },
             ),
@@ -1087,6 +1147,14 @@ mod tests {
                 "12 s, 1-frame, claim queue",
                 Loopback {
                     stall: Some((0, CLAIM_QUEUE_MS)),
+                    ..Loopback::clean(12).frames_per_message(1)
+                },
+                80,
+            ),
+            (
+                "12 s, 1-frame, start-up queue",
+                Loopback {
+                    startup: Some(STARTUP_QUEUE),
                     ..Loopback::clean(12).frames_per_message(1)
                 },
                 80,

@@ -139,7 +139,11 @@ pub fn simulate_network(net: &Net, rng: &mut Rng) -> (Vec<Arrival>, BTreeSet<u64
 /// second) is late by a further `0..=late_ms`. Messages arrive in order (one
 /// sync stream), so a late message holds back the ones behind it. `stall`
 /// = (ms after the talk's start, duration): nothing arrives in that span, and
-/// what would have arrives at its end.
+/// what would have arrives at its end. `startup` = (excess ms, drain ms
+/// per message): message m is late by a further `excess - m * drain` (the
+/// talk's first frames queued behind its claim and the queue draining, as
+/// measured at a listener: frame 0 +27..50 ms over the steady transit,
+/// back to it within ~8 messages).
 #[derive(Clone, Copy, Debug)]
 pub struct Loopback {
     pub frames: u64,
@@ -148,6 +152,7 @@ pub struct Loopback {
     pub jitter_ms: u64,
     pub late_ms: u64,
     pub stall: Option<(u64, u64)>,
+    pub startup: Option<(u64, u64)>,
 }
 
 impl Loopback {
@@ -162,6 +167,7 @@ impl Loopback {
             jitter_ms: 8,
             late_ms: 25,
             stall: None,
+            startup: None,
         }
     }
 
@@ -195,6 +201,9 @@ pub fn simulate_loopback(link: &Loopback, rng: &mut Rng) -> Vec<Arrival> {
         let mut at = sent + link.base_ms + rng.up_to(link.jitter_ms);
         if m == late_msg {
             at += rng.up_to(link.late_ms);
+        }
+        if let Some((excess, drain)) = link.startup {
+            at += excess.saturating_sub(m.saturating_mul(drain));
         }
         if let Some((from, len)) = link.stall {
             let (from, to) = (TALK_START + from, TALK_START + from + len);

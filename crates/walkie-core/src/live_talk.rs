@@ -22,12 +22,38 @@ use walkie_audio::{
 use walkie_protocol::frames_ms;
 
 use crate::{
-    engine::{now_ms, Engine, EngineError, TalkSummary},
+    engine::{now_ms, Engine, EngineError, Talk, TalkSummary},
     station::{Playback, UserTalking},
 };
 
 /// Frames one message may gather while the sender is behind (100 ms).
 const MAX_FRAMES_WHEN_BEHIND: usize = 5;
+
+/// What the talk loop does next.
+enum Step {
+    Source(SourceMessage),
+    /// The sender finished what it had: send the gathered frames.
+    SenderFree,
+    Stop,
+}
+
+/// Sends the gathered frames as one message, timed from the talk's start.
+fn send_pending(
+    talk: &mut Talk,
+    pending: &mut Vec<Vec<u8>>,
+    sent_frames: &mut u64,
+    talk_start_ms: u64,
+) -> Result<(), EngineError> {
+    let first = *sent_frames;
+    *sent_frames += pending.len() as u64;
+    tracing::debug!(
+        first,
+        frames = pending.len(),
+        sender_busy = talk.sender_behind(),
+        "audio message queued"
+    );
+    talk.send(std::mem::take(pending), talk_start_ms + frames_ms(first))
+}
 
 /// Where the voice comes from.
 #[derive(Debug, Clone)]
@@ -182,14 +208,26 @@ pub async fn run(
     let mut deadline: Option<Instant> = None;
     let mut failure = None;
     tokio::pin!(release);
+    let batch = options.batch.max(1);
     loop {
-        let message = tokio::select! {
-            m = rx.recv() => m,
+        let step = tokio::select! {
+            m = rx.recv() => m.map_or(Step::Stop, Step::Source),
             _ = async { tokio::time::sleep_until(deadline.unwrap_or(Instant::now())).await },
-                if deadline.is_some() => None,
-            _ = &mut release => None,
+                if deadline.is_some() => Step::Stop,
+            _ = &mut release => Step::Stop,
+            // Frames gathered while the sender was busy go as soon as it is
+            // free, not at the next frame.
+            _ = talk.sender_idle(), if pending.len() >= batch => Step::SenderFree,
         };
-        let Some(message) = message else { break };
+        let message = match step {
+            Step::Stop => break,
+            Step::SenderFree => {
+                send_pending(&mut talk, &mut pending, &mut sent_frames, talk_start_ms)
+                    .map_err(|e| talk_cut_short(player, e))?;
+                continue;
+            }
+            Step::Source(message) => message,
+        };
         match message {
             SourceMessage::Live { after, since_start } => {
                 if let Some(player) = player {
@@ -213,19 +251,15 @@ pub async fn run(
                         continue;
                     }
                 }
-                // While the sender is behind (a slow homeserver, a busy
-                // machine), frames wait for it and go in one message:
-                // fewer requests instead of a queue that only grows.
-                let full = pending.len() >= options.batch.max(1)
+                // While the sender is busy (the claim's Olm round, a slow
+                // homeserver, a busy machine), frames wait for it and go in
+                // one message when it is free: one request for the backlog
+                // instead of a queue that drains a frame at a time.
+                let full = pending.len() >= batch
                     && (pending.len() >= MAX_FRAMES_WHEN_BEHIND || !talk.sender_behind());
                 if full {
-                    let first = sent_frames;
-                    sent_frames += pending.len() as u64;
-                    talk.send(
-                        std::mem::take(&mut pending),
-                        talk_start_ms + frames_ms(first),
-                    )
-                    .map_err(|e| talk_cut_short(player, e))?;
+                    send_pending(&mut talk, &mut pending, &mut sent_frames, talk_start_ms)
+                        .map_err(|e| talk_cut_short(player, e))?;
                 }
             }
             SourceMessage::Ended => break,
@@ -239,7 +273,7 @@ pub async fn run(
     // Release: close the device first (no more audio), then the floor.
     source.stop();
     if !pending.is_empty() {
-        talk.send(pending, talk_start_ms + frames_ms(sent_frames))
+        send_pending(&mut talk, &mut pending, &mut sent_frames, talk_start_ms)
             .map_err(|e| talk_cut_short(player, e))?;
     }
     let summary = talk.finish().await;

@@ -83,7 +83,7 @@ impl MixingQueue {
         }
         talk.last_activity_ms = talk.last_activity_ms.max(now_ms);
         if let Some(Mode::Live { jb, .. }) = talk.mode.as_mut() {
-            jb.note_message_frames(packets.len() as u64);
+            jb.note_message_frames(first_frame, packets.len() as u64);
         }
 
         let count = packets.len();

@@ -70,9 +70,11 @@ struct Inner {
     rooms: Rooms,
     events: mpsc::UnboundedSender<EngineEvent>,
     outgoing: mpsc::UnboundedSender<Outgoing>,
-    /// Audio messages queued for the sender that it has not started on
-    /// (a talker that sees some batches more frames per message).
+    /// Audio messages queued for the sender or being sent: a talker that
+    /// sees some gathers its next frames into one message.
     unsent: std::sync::atomic::AtomicUsize,
+    /// Notified when the sender has sent everything queued (`unsent` 0).
+    sender_idle: Notify,
     /// Wakes the driver when a room's next deadline may have moved.
     wake: Notify,
     outbox: outbox::Outbox,
@@ -187,6 +189,7 @@ impl Engine {
             events,
             outgoing,
             unsent: Default::default(),
+            sender_idle: Notify::new(),
             wake: Notify::new(),
             outbox,
             poster: poster::Poster::default(),

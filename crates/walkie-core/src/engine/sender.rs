@@ -87,7 +87,6 @@ pub(super) async fn run(inner: Arc<Inner>, mut queue: mpsc::UnboundedReceiver<Ou
                 stats = SendStats::default();
             }
             Outgoing::Chunk { room_id, transmit } => {
-                inner.unsent.fetch_sub(1, Ordering::Relaxed);
                 let sent = match fanout {
                     Fanout::Olm => send_olm(&inner, &room_id, &transmit, &transmit.to, None)
                         .await
@@ -97,6 +96,9 @@ pub(super) async fn run(inner: Arc<Inner>, mut queue: mpsc::UnboundedReceiver<Ou
                 if let Err(e) = sent {
                     stats.errors += 1;
                     tracing::warn!(room = %room_id, seq = transmit.header.seq, error = %e, "sending walkie audio failed");
+                }
+                if inner.unsent.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    inner.sender_idle.notify_waiters();
                 }
             }
         }

@@ -34,14 +34,29 @@ impl Talk {
         &self.session_id
     }
 
-    /// Whether the sender is behind: audio messages are queued that it has
-    /// not started sending (it is busy with an earlier one).
+    /// Whether the sender is busy: an audio message is being sent or queued.
+    /// Frames captured meanwhile would only wait behind it; the talker
+    /// gathers them into one message for when it is free.
     pub fn sender_behind(&self) -> bool {
         self.engine
             .inner
             .unsent
-            .load(std::sync::atomic::Ordering::Relaxed)
+            .load(std::sync::atomic::Ordering::Acquire)
             > 0
+    }
+
+    /// Returns once the sender has sent everything queued.
+    pub async fn sender_idle(&self) {
+        let inner = &self.engine.inner;
+        loop {
+            let idle = inner.sender_idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if !self.sender_behind() {
+                return;
+            }
+            idle.await;
+        }
     }
 
     /// Queues one message of Opus packets (at most
