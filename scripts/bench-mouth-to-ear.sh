@@ -65,10 +65,27 @@ for i in $(seq 1 "$LISTENERS"); do
   PIDS+=("$!")
 done
 bench_wait_listening "$LISTENERS" 30
+# A warm-up talk is 3 s of silence (longer than the jitter window, so the
+# target it leaves as the next talk's hint is the link's); the measured talk
+# starts once every listener has saved it and seen its recording posted.
+warmed() { # $1 = warm-up talks done: each listener saved them, then saw a room change
+  local f
+  for f in "$WORK"/listen*.jsonl; do
+    "$PY" - "$f" "$1" <<'PYEOF' || return 1
+import json, sys
+events = [json.loads(l).get("event") for l in open(sys.argv[1]) if l.startswith("{")]
+saved = [i for i, e in enumerate(events) if e == "saved"]
+ok = len(saved) >= int(sys.argv[2]) and "room_changed" in events[saved[-1]:]
+sys.exit(0 if ok else 1)
+PYEOF
+  done
+}
 for w in $(seq 1 "$WARMUP"); do
-  say "warm-up talk $w of $WARMUP (1 s of silence)"
-  "$WALKIE" "${A[@]}" talk "$ROOM" --mic --no-cues --seconds 1 >"$WORK/warmup$w.jsonl" 2>"$WORK/warmup$w.err" \
+  say "warm-up talk $w of $WARMUP (3 s of silence)"
+  "$WALKIE" "${A[@]}" talk "$ROOM" --mic --no-cues --seconds 3 >"$WORK/warmup$w.jsonl" 2>"$WORK/warmup$w.err" \
     || { tail -n 20 "$WORK/warmup$w.err" >&2; die "warm-up talk failed (above)"; }
+  for _ in $(seq 300); do warmed "$w" && break; sleep 0.1; done
+  warmed "$w" || die "the listeners did not save warm-up talk $w and see its recording within 30 s"
 done
 say "$LISTENERS listener(s) ready (bob1 plays to speaker); alice talks from mic for $TALK_S s"
 RUST_LOG="${TALK_LOG:-info}" "$WALKIE" "${A[@]}" talk "$ROOM" --mic --no-cues --batch "$BATCH" --seconds "$TALK_S" >"$WORK/talk.jsonl" 2>"$WORK/talk.err" &
