@@ -25,6 +25,8 @@
 #            write -> heard at the sink's monitor (scripts/pulse-latency.sh)
 #   idle     the desktop app signed in and idle: CPU, memory of the app and
 #            its webview, requests per minute, streams (scripts/bench-app-idle.sh)
+#   collision  presses 10 ms apart on two federating homeservers (0 and
+#            1 s one-way): time until every client agrees, scripts/bench-collision.sh
 #   flood    press -> claim and frame latency with and without consent grants
 #            for 3000 made-up devices in the group (scripts/bench-consent-flood.sh)
 # Knobs: COUNTS ("1 5 10 20 50") listening devices for walkie and fanout;
@@ -41,7 +43,7 @@ RESULTS="${RESULTS:-$PWD/docs/bench-results.jsonl}"
 COUNTS="${COUNTS:-1 5 10 20 50}"
 PEER_COUNTS="${PEER_COUNTS:-1 5}"
 OLM_COUNTS="${OLM_COUNTS:-1 5 10}"
-ONLY="${ONLY:-walkie mumble chunked fanout audio idle flood}"
+ONLY="${ONLY:-walkie mumble chunked fanout audio idle collision flood}"
 [[ ${1:-} == report ]] && ONLY=""
 
 # The report's plot needs matplotlib: a small venv of its own, once.
@@ -62,6 +64,7 @@ want chunked && for n in $PEER_COUNTS; do STEPS+=("chunked $n"); done
 want fanout && STEPS+=("fanout sealed" "fanout olm")
 want audio && STEPS+=("audio" "device")
 want idle && STEPS+=("idle")
+want collision && STEPS+=("collision")
 want flood && STEPS+=("flood")
 STEP=0
 step() {
@@ -150,6 +153,11 @@ if want idle; then
 import json, os
 r = json.loads(os.environ["LINE"]); r.update({"kind": "idle", "name": "walkie-app", "build": os.environ["BUILD"]})
 print(json.dumps(r))' >>"$RESULTS"
+fi
+
+if want collision; then
+  step "collisions: presses 10 ms apart on two homeservers, 0 and 1 s one-way"
+  OUT="$RESULTS" run collision bash scripts/bench-collision.sh
 fi
 
 if want flood; then

@@ -12,7 +12,8 @@ Each line of RESULTS is one measurement a bench script appended (their OUT=
 knob): {"kind": "mouth_to_ear", "peer": "walkie" | "mumble-default" | ...,
 "listeners": N, "p50_ms": .., "p95_ms": .., ...} or {"kind": "fanout",
 "fanout": "sealed" | "olm", "listeners": N, ...} or {"kind": "access", ...},
-{"kind": "idle", ...}, {"kind": "opus", ...}, {"kind": "device", ...}. Later lines for the same key
+{"kind": "idle", ...}, {"kind": "opus", ...}, {"kind": "device", ...},
+{"kind": "collision", ...}. Later lines for the same key
 (kind, peer or fan-out, listeners) replace earlier ones, so a bench can be
 re-run alone. The plot needs matplotlib (the bench venv has it).
 """
@@ -156,11 +157,15 @@ def markdown(doc):
                        f"{fmt(r.get('talker_cpu_pct'), ' %')} | {fmt(r.get('homeserver_cpu_pct'), ' %')} | "
                        f"{fmt(r.get('listeners_cpu_pct'), ' %')} |")
         out += ["", "CPU in % of one core over the talk's wall time.", ""]
-    rest = doc["access"] + doc["device"] + doc["opus"] + doc["idle"]
+    rest = doc["access"] + doc["device"] + doc["collision"] + doc["opus"] + doc["idle"]
     if rest:
-        out += ["### Access, devices, codec, idle", "", "| what | figures |", "| --- | --- |"]
+        out += ["### Access, devices, collisions, codec, idle", "",
+                f"Goals: press → talk-permit cue heard ≤ {g['press_to_permit_cue_ms']} ms, "
+                f"device side (capture + output stream + ring) ≤ {g['device_side_ms']} ms.", "",
+                "| what | figures |", "| --- | --- |"]
         for r in rest:
-            fig = ", ".join(f"{k} {fmt(v)}" for k, v in r.items() if k not in ("kind", "name") and not isinstance(v, (list, dict)))
+            fig = ", ".join(f"{k} {fmt(v) if not isinstance(v, list) else ' '.join(map(str, v))}"
+                            for k, v in r.items() if k not in ("kind", "name") and not isinstance(v, dict))
             out.append(f"| {r['kind']}: {r.get('name')} | {fig} |")
         out.append("")
     return "\n".join(out)
@@ -204,6 +209,7 @@ def main():
         "idle": by_kind.get("idle", []),
         "opus": by_kind.get("opus", []),
         "device": by_kind.get("device", []),
+        "collision": by_kind.get("collision", []),
     }
     with open(a.json, "w") as f:
         json.dump(doc, f, indent=1, sort_keys=False)

@@ -243,6 +243,10 @@ pub struct JitterBuffer {
     /// Lowest seq pushed first: where the start-up frames begin.
     first_seq: Option<u64>,
     min_transit: i64,
+    /// Lowest transit of a frame that arrived after playout started: the
+    /// start-up catch-up's evidence that the link is faster than the start
+    /// (frames pushed all at once, as a burst or a replay, give none).
+    min_transit_after_start: Option<i64>,
     target_ms: u64,
     /// Floor on the target until the window is full (previous talk's target).
     hint_ms: u64,
@@ -286,6 +290,7 @@ impl JitterBuffer {
             transits: VecDeque::with_capacity(JITTER_WINDOW_FRAMES),
             first_seq: None,
             min_transit: 0,
+            min_transit_after_start: None,
             target_ms: MIN_TARGET_MS.max(hint_ms),
             hint_ms,
             batch_span_ms: 0,
@@ -429,7 +434,10 @@ impl JitterBuffer {
                 self.surplus_pops = 0;
             }
             let catching_up = self.pops <= CATCH_UP_POPS
-                && delay - (FRAME_MS as i64) >= target + START_MARGIN_MS as i64;
+                && self.min_transit_after_start.is_some_and(|min| {
+                    let delay = delay + self.min_transit - min;
+                    delay - (FRAME_MS as i64) >= target + START_MARGIN_MS as i64
+                });
             let may_shrink = over_max
                 || ((catching_up || self.surplus_pops >= SHRINK_HOLD_POPS)
                     && self.pops - self.last_shrink_pop >= SHRINK_INTERVAL_POPS);
@@ -499,8 +507,12 @@ impl JitterBuffer {
         }
         let first_seq = *self.first_seq.get_or_insert(seq);
         let steady = seq >= first_seq.saturating_add(STARTUP_FRAMES);
-        self.transits
-            .push_back((now.saturating_sub(sender_ts), steady));
+        let transit = now.saturating_sub(sender_ts);
+        if self.started {
+            let min = self.min_transit_after_start.get_or_insert(transit);
+            *min = (*min).min(transit);
+        }
+        self.transits.push_back((transit, steady));
         let min = self.transits.iter().map(|t| t.0).min().unwrap_or(0);
         let mut sorted: Vec<i64> = self.transits.iter().filter(|t| t.1).map(|t| t.0).collect();
         sorted.sort_unstable();

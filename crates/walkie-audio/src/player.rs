@@ -772,28 +772,7 @@ mod tests {
 
     #[test]
     fn a_device_taking_pieces_gets_the_talk_whole_in_pieces_it_asked_for() {
-        let sink = PieceSink::default();
-        let (tx, rx) = mpsc::channel();
-        let player = Player::start(
-            Box::new(sink.clone()),
-            PlayerConfig::default(),
-            None,
-            move |e| {
-                let _ = tx.send(e);
-            },
-        )
-        .unwrap();
-        let speech = speech_like(1.0);
-        let mut encoder = OpusEncoder::new().unwrap();
-        let packets: Vec<Vec<u8>> = wav::frames(&speech)
-            .map(|f| encoder.encode(&f).unwrap())
-            .collect();
-        player.talk_started(TalkMeta {
-            group: "!g:x".into(),
-            session: "s1".into(),
-            sender: "@a:x".into(),
-            start_ts_ms: 1_000,
-        });
+        let (player, sink, rx, speech, packets) = player_with_speech_on(PieceSink::default());
         // One frame per message, in real time.
         for (i, packet) in packets.iter().enumerate() {
             player.frames(
@@ -828,16 +807,17 @@ mod tests {
         );
     }
 
-    /// A player on a memory sink, its events, one second of encoded speech
-    /// and the talk (session "s1") announced.
-    fn player_with_speech() -> (
+    /// A player on `sink`, its events, one second of encoded speech and the
+    /// talk (session "s1") announced.
+    fn player_with_speech_on<S: FrameSink + Clone + 'static>(
+        sink: S,
+    ) -> (
         Player,
-        MemorySink,
+        S,
         mpsc::Receiver<PlayerEvent>,
         Vec<i16>,
         Vec<Vec<u8>>,
     ) {
-        let sink = MemorySink::default();
         let (tx, rx) = mpsc::channel();
         let player = Player::start(
             Box::new(sink.clone()),
@@ -860,6 +840,17 @@ mod tests {
             start_ts_ms: 1_000,
         });
         (player, sink, rx, speech, packets)
+    }
+
+    /// The same on a memory sink.
+    fn player_with_speech() -> (
+        Player,
+        MemorySink,
+        mpsc::Receiver<PlayerEvent>,
+        Vec<i16>,
+        Vec<Vec<u8>>,
+    ) {
+        player_with_speech_on(MemorySink::default())
     }
 
     #[test]
