@@ -233,7 +233,11 @@ fn open_device(name: Option<&str>) -> Result<Open> {
             // error storms (ALSA's pulse plugin reports some right after
             // opening while it keeps playing) are judged by whether the
             // device still pulls samples (see `frames_wanted`).
-            if is_lost(&err) && !shared.failed.swap(true, Ordering::Relaxed) {
+            // An error after we closed the stream is its teardown, not a
+            // failure (PulseAudio reports "No such entity" for it at times).
+            if shared.closed.load(Ordering::Relaxed) {
+                tracing::debug!(%err, "output error after close");
+            } else if is_lost(&err) && !shared.failed.swap(true, Ordering::Relaxed) {
                 tracing::warn!(%err, "output device failed");
             }
         }

@@ -507,8 +507,9 @@ impl PlayerThread {
                 0
             }
         };
-        if self.pending_waiting {
-            // The rest is a buffering talk's silence: ask again.
+        if self.pending_waiting || !self.sink.is_open() {
+            // The rest is a buffering talk's silence (ask again), or the
+            // device was closed after it (never reopen it for a remainder).
             self.pending_pos = FRAME_SAMPLES;
         }
         while wanted > 0 {
@@ -739,6 +740,7 @@ mod tests {
         writes: Arc<Mutex<Vec<usize>>>,
         over_asked: Arc<Mutex<bool>>,
         started: Arc<Mutex<Option<Instant>>>,
+        open: Arc<Mutex<bool>>,
     }
 
     impl PieceSink {
@@ -759,11 +761,19 @@ mod tests {
         fn write_frame(&mut self, frame: &Frame) -> crate::frames::Result<()> {
             self.write_samples(frame)
         }
+        fn is_open(&self) -> bool {
+            *self.open.lock().unwrap()
+        }
+        fn suspend(&mut self) -> crate::frames::Result<()> {
+            *self.open.lock().unwrap() = false;
+            Ok(())
+        }
         fn write_samples(&mut self, samples: &[i16]) -> crate::frames::Result<()> {
             let wanted = self.samples_wanted()?;
             if samples.len() > wanted {
                 *self.over_asked.lock().unwrap() = true;
             }
+            *self.open.lock().unwrap() = true;
             self.writes.lock().unwrap().push(samples.len());
             self.samples.lock().unwrap().extend_from_slice(samples);
             Ok(())
@@ -790,6 +800,24 @@ mod tests {
             .find(|e| matches!(e, PlayerEvent::Queue(QueueEvent::Finished { .. })));
         assert!(finished.is_some());
         player.drain();
+        // The user talks while another talk waits (held): the player stays
+        // awake with nothing audible, closes the device after its idle
+        // time, and must not open it again for the rest of a frame of
+        // silence it had started writing.
+        player.set_user_talking(true);
+        player.talk_started(TalkMeta {
+            group: "!g:x".into(),
+            session: "s2".into(),
+            sender: "@b:x".into(),
+            start_ts_ms: 50_000,
+        });
+        player.frames("!g:x", "s2", 0, 50_000, vec![packets[0].clone()]);
+        assert!(rx.iter().any(|e| e == PlayerEvent::OutputClosed));
+        let next = rx.recv_timeout(Duration::from_millis(500));
+        assert!(
+            !matches!(next, Ok(PlayerEvent::OutputOpened)),
+            "the idle player opened the device again"
+        );
         drop(player);
         let out = sink.samples.lock().unwrap().clone();
         let (corr, lag) = normalised_cross_correlation(&speech, &out, out.len() - 1);
