@@ -483,9 +483,37 @@ impl AppDriver {
             .collect()
     }
 
-    /// The text of the first element matching `css`.
+    /// The text of the first element matching `css` (see
+    /// [`AppDriver::read`]).
     pub async fn text(&self, css: &str) -> Result<String> {
-        self.find(css).await?.text().await
+        self.read(css, |el| async move { el.text().await }).await
+    }
+
+    /// A DOM property of the first element matching `css` (see
+    /// [`AppDriver::read`]).
+    pub async fn property(&self, css: &str, name: &str) -> Result<Value> {
+        self.read(css, |el| async move { el.property(name).await })
+            .await
+    }
+
+    /// Reads the first element matching `css`, finding it again while it is
+    /// missing or was replaced by a re-render (the panel redraws on every
+    /// status change), up to the command timeout.
+    async fn read<T, F, Fut>(&self, css: &str, read: F) -> Result<T>
+    where
+        F: Fn(Element) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        loop {
+            match async { read(self.find(css).await?).await }.await {
+                Ok(value) => return Ok(value),
+                Err(e) if is_transient(&e) && Instant::now() < deadline => {
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                }
+                Err(e) => return Err(e.context(format!("reading {css}"))),
+            }
+        }
     }
 
     /// Clicks the first element matching `css`, finding it again while it
@@ -512,6 +540,27 @@ impl AppDriver {
         predicate: impl Fn(&str) -> bool,
         timeout: Duration,
     ) -> Result<Element> {
+        Ok(self.wait_for_match(css, predicate, timeout).await?.0)
+    }
+
+    /// Like [`AppDriver::wait_for`], returning the text that satisfied
+    /// `predicate`: reading it again from the element could find it
+    /// replaced by the panel's next re-render.
+    pub async fn wait_for_text(
+        &self,
+        css: &str,
+        predicate: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Result<String> {
+        Ok(self.wait_for_match(css, predicate, timeout).await?.1)
+    }
+
+    async fn wait_for_match(
+        &self,
+        css: &str,
+        predicate: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Result<(Element, String)> {
         let deadline = Instant::now() + timeout;
         let mut last: Option<String> = None;
         loop {
@@ -526,7 +575,7 @@ impl AppDriver {
             match found {
                 Ok(Some((el, text))) => {
                     if predicate(&text) {
-                        return Ok(el);
+                        return Ok((el, text));
                     }
                     last = Some(text);
                 }

@@ -98,9 +98,7 @@ async fn sign_in_group_consent_countdown_restore_and_sign_out() -> Result<()> {
         .await?;
     app.find("#si-submit").await?.click().await?;
     let error = app
-        .wait_for("#si-error", |t| !t.is_empty(), DOM)
-        .await?
-        .text()
+        .wait_for_text("#si-error", |t| !t.is_empty(), DOM)
         .await?;
     eprintln!("wrong password: {error}");
     ensure!(
@@ -178,23 +176,19 @@ async fn sign_in_group_consent_countdown_restore_and_sign_out() -> Result<()> {
     }
     let countdown = format!("{group} .countdown");
     let first = app
-        .wait_for(
+        .wait_for_text(
             &countdown,
             |t| seconds(t).is_some_and(|s| (50..=60).contains(&s)),
             DOM,
         )
-        .await?
-        .text()
         .await?;
     let first_s = seconds(&first).context("countdown")?;
     let later = app
-        .wait_for(
+        .wait_for_text(
             &countdown,
             |t| seconds(t).is_some_and(|s| s + 2 <= first_s),
             DOM,
         )
-        .await?
-        .text()
         .await?;
     eprintln!("countdown {first} -> {later}");
     ensure!(app.text(&format!("{group} .mine")).await? == "Consenting, ends in");

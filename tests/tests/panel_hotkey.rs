@@ -32,9 +32,7 @@ async fn the_panel_rebinds_the_shortcut_to_toggle_mode() -> Result<()> {
     input.send_keys("ctrl+alt+NoSuchKey").await?;
     app.find("#hotkey-save").await?.click().await?;
     let error = app
-        .wait_for("#hotkey-error", |t| !t.is_empty(), DOM)
-        .await?
-        .text()
+        .wait_for_text("#hotkey-error", |t| !t.is_empty(), DOM)
         .await?;
     eprintln!("refused: {error}");
     assert!(error.contains("NoSuchKey"), "{error}");
@@ -91,7 +89,7 @@ async fn the_panel_rebinds_the_shortcut_to_toggle_mode() -> Result<()> {
     let app = desk.start_app().await?;
     app.wait_for(".hint#hotkey", |t| t.contains("ctrl+alt+KeyT"), READY)
         .await?;
-    let mode = app.find("#hotkey-mode").await?.property("value").await?;
+    let mode = app.property("#hotkey-mode", "value").await?;
     assert_eq!(mode, "toggle", "mode after restart");
     app.close().await?;
     Ok(())

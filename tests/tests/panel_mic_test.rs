@@ -40,9 +40,7 @@ async fn the_level_meter_hears_the_chosen_microphone() -> Result<()> {
     tone_wav(&tone, 440.0, 3.0)?;
     let mut feed = audio.play_into_mic(&tone)?;
     let loud = app
-        .wait_for("#mic-level-text", |t| db(t).is_some_and(|d| d > -20.0), DOM)
-        .await?
-        .text()
+        .wait_for_text("#mic-level-text", |t| db(t).is_some_and(|d| d > -20.0), DOM)
         .await;
     eprintln!("meter with the tone: {loud:?}");
     if let Some(dir) = std::env::var_os("WALKIE_SCREENSHOT_DIR") {

@@ -23,9 +23,9 @@ async fn an_admin_moves_the_recordings_into_a_thread_from_the_panel() -> Result<
     app.wait_for("#state", |t| t == "online", READY).await?;
     let select = format!(".group[data-room='{room}'] .recordings");
     app.wait_for(&select, |_| true, DOM).await?;
-    let value = app.find(&select).await?.property("value").await?;
+    let value = app.property(&select, "value").await?;
     ensure!(value == "timeline", "recordings shown as {value}");
-    let enabled = app.find(&select).await?.property("disabled").await?;
+    let enabled = app.property(&select, "disabled").await?;
     ensure!(enabled == false, "the admin cannot change it");
 
     app.execute(

@@ -175,13 +175,11 @@ async fn every_playback_setting_and_the_groups_people_from_the_panel() -> Result
     app.wait_for(&format!("{group} h3"), |t| t == "Who hears me now", DOM)
         .await?;
     let device = app
-        .wait_for(
+        .wait_for_text(
             &format!("{group} .devices .device"),
             |t| t.contains(&bob) && t.contains("left"),
             DOM,
         )
-        .await?
-        .text()
         .await?;
     eprintln!("who hears me now: {device}");
 
@@ -231,7 +229,7 @@ async fn every_playback_setting_and_the_groups_people_from_the_panel() -> Result
         s["groups"][&room]["muted"] == true
     })?;
     let item = bob_talk_held(&app, &desk.people, &room, &speech).await?;
-    eprintln!("held: {}", app.find(&item).await?.text().await?);
+    eprintln!("held: {}", app.text(&item).await?);
     change(&app, &format!("{group} .group-muted"), json!(false)).await?;
     // Priority.
     change(&app, &format!("{group} .group-priority"), json!("1")).await?;
@@ -319,13 +317,11 @@ async fn every_playback_setting_and_the_groups_people_from_the_panel() -> Result
     let echo_events = json_lines(echo.stdout.take().context("echo stdout")?);
     let shown = async {
         wait_for(&echo_events, STEP, |v| v["event"] == "echoing")?;
-        app.wait_for(
+        app.wait_for_text(
             &format!("{group} .devices .device.echo"),
             |t| t.contains(&carol_r.user_id) && t.contains("Walkie echo"),
             STEP,
         )
-        .await?
-        .text()
         .await
     }
     .await;

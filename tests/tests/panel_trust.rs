@@ -90,9 +90,7 @@ async fn recovery_key_shown_once_verify_with_key_and_with_emoji() -> Result<()> 
     app.wait_for("#device-state", |t| t == VERIFIED, READY)
         .await?;
     let key = app
-        .wait_for("#recovery-key", |t| t.trim().len() > 40, DOM)
-        .await?
-        .text()
+        .wait_for_text("#recovery-key", |t| t.trim().len() > 40, DOM)
         .await?;
     let key = key.trim().to_owned();
     let notice = app.text("#recovery-key-box").await?;
@@ -165,9 +163,7 @@ async fn recovery_key_shown_once_verify_with_key_and_with_emoji() -> Result<()> 
         .await?;
     app.click("#recover-submit", DOM).await?;
     let error = app
-        .wait_for("#recover-error", |t| !t.is_empty(), READY)
-        .await?
-        .text()
+        .wait_for_text("#recover-error", |t| !t.is_empty(), READY)
         .await?;
     eprintln!("wrong recovery key: {error}");
     ensure!(
