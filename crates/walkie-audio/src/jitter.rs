@@ -63,7 +63,10 @@
 //!   `delay - FRAME_MS >= target + SHRINK_SLACK_MS` (after dropping a frame
 //!   the delay would still be more than a frame above the need) at every one
 //!   of the last [`SHRINK_HOLD_POPS`] pops (5 s; the window maximum makes
-//!   that ~7.5 s of arrivals) -> drop the head frame and play the next one.
+//!   that ~7.5 s of arrivals), or of the last [`QUIET_SHRINK_HOLD_POPS`]
+//!   (0.5 s) when the head frame is quiet (a pause: not heard when dropped)
+//!   and a stretch is still owed -> drop the head frame and play the next
+//!   one.
 //!   While the surplus lasts, further drops follow at most once per
 //!   [`SHRINK_INTERVAL_POPS`] pops (<= 20 % speed-up), so a real drop in
 //!   jitter is followed down in one go. When
@@ -127,6 +130,15 @@ pub const START_MARGIN_MS: u64 = FRAME_MS / 2;
 pub const SHRINK_SLACK_MS: u64 = FRAME_MS;
 /// ... at every pop for this many pops in a row (5 s).
 pub const SHRINK_HOLD_POPS: u64 = 250;
+/// What a stretch grew is given back sooner: in a pause (the frame to drop
+/// is quiet, see [`QUIET_PACKET_BYTES`], so the drop is not heard) after a
+/// surplus of this many pops in a row (0.5 s), i.e. once the window has
+/// forgotten the transit spike that made it grow. Measured before: one
+/// spike's stretch held 20-40 ms over the rest of a 12 s talk, 3-44 ms over
+/// the 100 ms goal. Only stretches are paid back this way (the delay a talk
+/// settled at is left to the 5 s hold), so a clean link neither shrinks nor
+/// stretches once settled, and shrinks never outnumber stretches.
+pub const QUIET_SHRINK_HOLD_POPS: u64 = 25;
 /// Pops after the start (0.4 s, so the talk has settled half a second in)
 /// during which a surplus is given back at
 /// once (one frame per [`SHRINK_INTERVAL_POPS`]): playout starts from the
@@ -135,11 +147,13 @@ pub const SHRINK_HOLD_POPS: u64 = 250;
 /// the link's, and the difference is dropped before the talk settles
 /// instead of being held for the whole talk.
 pub const CATCH_UP_POPS: u64 = 20;
-/// The catch-up only drops a frame this small: Opus spends 8-9 bytes on a
-/// frame of digital silence and 40-70 on speech (or on a microphone's noise
-/// floor at -60 dBFS), so speech is never cut. With a noisy microphone the
-/// catch-up therefore rarely fires (the claim's delay stays); judging
-/// quietness by decoded energy in the player is the better rule.
+/// The catch-up and the quick give-back in pauses only drop a frame this
+/// small: Opus spends 8-9 bytes on a frame of digital silence and 1 on a
+/// frame its DTX judged inactive (a microphone's noise floor, from 0.4 s
+/// into a pause; the talker's encoder runs with DTX, see `codec`), and
+/// 40-70 on speech, so speech is never cut. The first 0.4 s of a pause over
+/// a noise floor are 40-60 bytes too, so at a talk's start (the catch-up's
+/// 0.4 s) a noisy microphone's frames rarely count as quiet.
 pub const QUIET_PACKET_BYTES: usize = 16;
 /// While the surplus persists after a shrink, further shrinks follow at most
 /// one frame per this many pops (100 ms).
@@ -265,6 +279,13 @@ pub struct JitterBuffer {
     last_shrink_pop: u64,
     /// Pops in a row at which the delay had a shrinkable surplus.
     surplus_pops: u64,
+    /// Stretches not yet given back by a shrink.
+    stretch_owed: u64,
+    /// Pops in a row at which a stretch could be paid back (the delay a
+    /// frame over the target and over `payback_floor`).
+    payback_pops: u64,
+    /// The delay before the first stretch still owed.
+    payback_floor: i64,
     last_now_ms: u64,
     stats: JitterStats,
 }
@@ -304,6 +325,9 @@ impl JitterBuffer {
             pops: 0,
             last_shrink_pop: 0,
             surplus_pops: 0,
+            stretch_owed: 0,
+            payback_pops: 0,
+            payback_floor: 0,
             last_now_ms: 0,
             stats: JitterStats {
                 target_delay_ms: MIN_TARGET_MS.max(hint_ms),
@@ -439,19 +463,31 @@ impl JitterBuffer {
             } else {
                 self.surplus_pops = 0;
             }
+            let quiet = slot.packet.len() <= QUIET_PACKET_BYTES;
             let catching_up = self.pops <= CATCH_UP_POPS
-                && slot.packet.len() <= QUIET_PACKET_BYTES
+                && quiet
                 && self.min_transit_after_start.is_some_and(|min| {
                     let delay = delay + self.min_transit - min;
                     delay - (FRAME_MS as i64) >= target + START_MARGIN_MS as i64
                 });
+            // A stretch is paid back down to the delay the talk had before
+            // it (never under the target).
+            if delay - (FRAME_MS as i64) >= target.max(self.payback_floor) {
+                self.payback_pops += 1;
+            } else {
+                self.payback_pops = 0;
+            }
+            let paying_back =
+                quiet && self.stretch_owed > 0 && self.payback_pops >= QUIET_SHRINK_HOLD_POPS;
+            let held = self.surplus_pops >= SHRINK_HOLD_POPS || paying_back;
             let may_shrink = over_max
-                || ((catching_up || self.surplus_pops >= SHRINK_HOLD_POPS)
+                || ((catching_up || held)
                     && self.pops - self.last_shrink_pop >= SHRINK_INTERVAL_POPS);
             if may_shrink && delay >= target + FRAME_MS as i64 {
                 if let Some(next) = self.buffer.remove(&(self.next_seq + 1)) {
                     self.advance(true);
                     self.stats.shrink_dropped += 1;
+                    self.stretch_owed = self.stretch_owed.saturating_sub(1);
                     self.last_shrink_pop = self.pops;
                     slot = next;
                 }
@@ -466,6 +502,10 @@ impl JitterBuffer {
 
         if delay < target {
             self.stats.stretched += 1;
+            if self.stretch_owed == 0 {
+                self.payback_floor = delay;
+            }
+            self.stretch_owed += 1;
             return Playout::Conceal { next: None };
         }
         let next = self
@@ -1227,6 +1267,79 @@ mod tests {
                 assert!(max <= bound, "{name} seed {seed}: playout delay {max} ms");
             }
         }
+    }
+
+    /// A 12 s one-frame talk with a stall of `ms` at 3 s and one of 80 ms
+    /// at 3.6 s, which the buffer, its target raised by the first, waits
+    /// out by stretching.
+    fn stalled_at_3_s(ms: u64) -> Loopback {
+        Loopback {
+            stall: Some((3000, ms)),
+            aftershock: Some((3600, 80)),
+            ..Loopback::clean(12).frames_per_message(1)
+        }
+    }
+
+    #[test]
+    fn a_pause_gives_back_what_a_stall_grew_once_the_window_forgot_it() {
+        // The simulator's packets are 8 bytes: quiet, as in a pause.
+        let clean = Loopback::clean(12).frames_per_message(1);
+        let forgotten = 3600 + 80 + 2560;
+        // Window + the pause's hold + the drops, 100 ms apart (the hold for
+        // speech would give it back 5 s after the window forgot it).
+        let back_by = forgotten + QUIET_SHRINK_HOLD_POPS * FRAME_MS + 500;
+        assert!(forgotten + SHRINK_HOLD_POPS * FRAME_MS > back_by);
+        let mut grown = 0;
+        for seed in 1..=LOOPBACK_SEEDS {
+            let seed = seed * 7919 + 13;
+            let (_, clean_max, _) = delays_after(&run_loopback(&clean, seed), SETTLE_MS);
+            let r = run_loopback(&stalled_at_3_s(100), seed);
+            if r.events_after(SETTLE_MS, Event::Stretch) > 0 {
+                grown += 1;
+            }
+            let (_, max, _) = delays_after(&r, back_by);
+            assert!(
+                max <= clean_max,
+                "seed {seed}: {max} ms from {back_by} ms on, {clean_max} ms without the stall: {:?}",
+                r.events
+            );
+        }
+        assert!(
+            grown >= LOOPBACK_SEEDS / 2,
+            "the stall grew the delay in {grown} runs"
+        );
+    }
+
+    #[test]
+    fn speech_keeps_what_a_stall_grew_for_the_long_hold() {
+        // 5 s after the window forgot the stall, less a second.
+        let until = TALK_START + 3680 + 2560 + 5000 - 1000;
+        let mut grown = 0;
+        for seed in 1..=LOOPBACK_SEEDS {
+            let arrivals = simulate_loopback(&stalled_at_3_s(100), &mut Rng::new(seed));
+            let mut jb = JitterBuffer::with_target_hint(crate::mixing_queue::FIRST_TALK_TARGET_MS);
+            let mut next = 0;
+            for now in (TALK_START..until).step_by(FRAME_MS as usize) {
+                while let Some(a) = arrivals.get(next).filter(|a| a.at <= now) {
+                    // Quiet for the first second (the start-up catch-up
+                    // settles the talk as in the pause case), speech after.
+                    let size = if a.seq < 50 { 8 } else { 60 };
+                    jb.push(a.seq, TALK_START + a.seq * FRAME_MS, vec![1; size], a.at)
+                        .unwrap();
+                    next += 1;
+                }
+                jb.pop(now);
+            }
+            let stats = jb.stats();
+            if stats.stretched > 0 {
+                grown += 1;
+            }
+            assert_eq!(stats.shrink_dropped, 0, "seed {seed}: {stats:?}");
+        }
+        assert!(
+            grown >= LOOPBACK_SEEDS / 2,
+            "the stall grew the delay in {grown} runs"
+        );
     }
 
     #[test]

@@ -139,7 +139,9 @@ pub fn simulate_network(net: &Net, rng: &mut Rng) -> (Vec<Arrival>, BTreeSet<u64
 /// second) is late by a further `0..=late_ms`. Messages arrive in order (one
 /// sync stream), so a late message holds back the ones behind it. `stall`
 /// = (ms after the talk's start, duration): nothing arrives in that span, and
-/// what would have arrives at its end. `startup` = (excess ms, drain ms
+/// what would have arrives at its end; `aftershock` is a second one (a
+/// shorter stall while the window still holds the first is what makes a
+/// buffer stretch: the first only loses frames). `startup` = (excess ms, drain ms
 /// per message): message m is late by a further `excess - m * drain` (the
 /// talk's first frames queued behind its claim and the queue draining, as
 /// measured at a listener: frame 0 +27..50 ms over the steady transit,
@@ -152,6 +154,7 @@ pub struct Loopback {
     pub jitter_ms: u64,
     pub late_ms: u64,
     pub stall: Option<(u64, u64)>,
+    pub aftershock: Option<(u64, u64)>,
     pub startup: Option<(u64, u64)>,
 }
 
@@ -167,6 +170,7 @@ impl Loopback {
             jitter_ms: 8,
             late_ms: 25,
             stall: None,
+            aftershock: None,
             startup: None,
         }
     }
@@ -205,7 +209,7 @@ pub fn simulate_loopback(link: &Loopback, rng: &mut Rng) -> Vec<Arrival> {
         if let Some((excess, drain)) = link.startup {
             at += excess.saturating_sub(m.saturating_mul(drain));
         }
-        if let Some((from, len)) = link.stall {
+        for (from, len) in link.stall.into_iter().chain(link.aftershock) {
             let (from, to) = (TALK_START + from, TALK_START + from + len);
             if (from..to).contains(&at) {
                 at = to;
