@@ -4,13 +4,16 @@
 //! libopus 1.6.1) that take and give whole frames and turn every libopus
 //! failure into a typed [`CodecError`] instead of a panic.
 //!
-//! DTX (discontinuous transmission) is off, on purpose: every 20 ms frame of
-//! a talk is sent. With DTX the encoder stops emitting frames in pauses, so
-//! the receiver could not tell a pause from loss (the jitter buffer would
-//! stretch and conceal), the talk's frame timeline (seq = ts / 20 ms) would
-//! need gaps, and the keep-alive that holds the floor would need its own
-//! messages. The saving is small for walkie talks (short, deliberate, mostly
-//! speech) and silence already encodes to a few bytes per frame in VoIP mode.
+//! DTX (discontinuous transmission) is on, and every packet it gives is
+//! sent: once Opus's voice activity detector has heard ~0.4 s of no speech
+//! (digital silence or a microphone's noise floor), it encodes a frame as a
+//! 1-byte packet (with a full refresh every 0.4 s), which decoders play as
+//! comfort noise. Sending them keeps the talk's frame timeline whole (seq =
+//! ts / 20 ms, so a pause is never taken for loss) and costs next to
+//! nothing; what it buys is a pause the receiver can recognise: the jitter
+//! buffer gives delay back only in quiet frames (`jitter::QUIET_PACKET_BYTES`),
+//! and without DTX a noise floor at -60 dBFS encodes to 45-55 bytes a frame,
+//! as large as speech.
 
 use thiserror::Error;
 
@@ -113,6 +116,7 @@ impl OpusEncoder {
         let mut inner =
             opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip)?;
         inner.set_inband_fec(true)?;
+        inner.set_dtx(true)?;
         let mut encoder = Self {
             inner,
             config,
@@ -278,6 +282,70 @@ mod tests {
             .sum();
         let energy = src.iter().map(|&s| f64::from(s).powi(2)).sum();
         (err, energy)
+    }
+
+    /// White noise at `dbfs` (RMS), seeded.
+    fn noise(rng: &mut Rng, n: usize, dbfs: f64) -> Vec<i16> {
+        let amp = 32768.0 * 10f64.powf(dbfs / 20.0) * 3f64.sqrt();
+        (0..n)
+            .map(|_| {
+                let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                ((u * 2.0 - 1.0) * amp) as i16
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dtx_makes_a_noise_floors_pause_quiet_and_leaves_speech_alone() {
+        use crate::jitter::QUIET_PACKET_BYTES;
+        for dbfs in [-70.0, -60.0, -50.0] {
+            let mut rng = Rng::new(7);
+            // 2 s of speech over the noise floor, then 2 s of the floor.
+            let mut pcm = speech_like(2.0);
+            let floor = noise(&mut rng, pcm.len(), dbfs);
+            for (s, n) in pcm.iter_mut().zip(floor) {
+                *s = s.saturating_add(n);
+            }
+            pcm.extend(noise(&mut rng, 2 * SAMPLE_RATE as usize, dbfs));
+            let packets = encode_all(&pcm);
+            let (speech, pause) = packets.split_at(100);
+            assert!(
+                speech.iter().all(|p| p.len() > QUIET_PACKET_BYTES),
+                "{dbfs} dBFS: speech packets {:?}",
+                speech.iter().map(Vec::len).collect::<Vec<_>>()
+            );
+            // From 0.5 s into the pause, all but DTX's refreshes are quiet.
+            let late = &pause[25..];
+            let quiet = late
+                .iter()
+                .filter(|p| p.len() <= QUIET_PACKET_BYTES)
+                .count();
+            assert!(
+                quiet * 10 >= late.len() * 9,
+                "{dbfs} dBFS: {quiet} of {} pause packets quiet: {:?}",
+                late.len(),
+                late.iter().map(Vec::len).collect::<Vec<_>>()
+            );
+            // They decode to whole frames of comfort noise, not louder than
+            // the floor.
+            let mut dec = OpusDecoder::new().unwrap();
+            let mut loudest = 0.0f64;
+            for p in &packets {
+                let out = dec.decode(p).unwrap();
+                assert_eq!(out.len(), FRAME_SAMPLES);
+                if p.len() <= QUIET_PACKET_BYTES {
+                    let rms = (out.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>()
+                        / out.len() as f64)
+                        .sqrt();
+                    loudest = loudest.max(rms);
+                }
+            }
+            let floor = 32768.0 * 10f64.powf(dbfs / 20.0);
+            assert!(
+                loudest <= floor * 2.0,
+                "{dbfs} dBFS: comfort noise RMS {loudest:.1}"
+            );
+        }
     }
 
     #[test]
