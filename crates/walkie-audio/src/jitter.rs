@@ -36,8 +36,9 @@
 //!   for the minimum but not for `high`, so the one-time queue is not held
 //!   as delay for the whole window. Playout starts from frame 0, i.e. at
 //!   the queue's delay; during the first [`CATCH_UP_POPS`] pops a surplus
-//!   over `target + START_MARGIN_MS` is dropped at once (a frame per 100
-//!   ms), so the talk settles at the link's delay, not the claim's
+//!   over `target + START_MARGIN_MS` is dropped from quiet frames at once
+//!   (a frame per 100 ms), and what speech kept is given back in the first
+//!   pause, so the talk settles at the link's delay, not the claim's
 //!   (measured: the queue cost 27-50 ms of mouth-to-ear for whole talks).
 //! * Start: playout starts at the first `pop` where the lowest buffered frame
 //!   has `delay >= target + START_MARGIN_MS` (or at once when `end()` was
@@ -135,9 +136,10 @@ pub const SHRINK_HOLD_POPS: u64 = 250;
 /// surplus of this many pops in a row (0.5 s), i.e. once the window has
 /// forgotten the transit spike that made it grow. Measured before: one
 /// spike's stretch held 20-40 ms over the rest of a 12 s talk, 3-44 ms over
-/// the 100 ms goal. Only stretches are paid back this way (the delay a talk
-/// settled at is left to the 5 s hold), so a clean link neither shrinks nor
-/// stretches once settled, and shrinks never outnumber stretches.
+/// the 100 ms goal. Only stretches (and the start-up surplus speech kept,
+/// see [`CATCH_UP_POPS`]) are paid back this way; the delay a talk settled
+/// at is left to the 5 s hold, so a clean link neither shrinks nor
+/// stretches once settled, and later shrinks never outnumber stretches.
 pub const QUIET_SHRINK_HOLD_POPS: u64 = 25;
 /// Pops after the start (0.4 s, so the talk has settled half a second in)
 /// during which a surplus is given back at
@@ -145,7 +147,10 @@ pub const QUIET_SHRINK_HOLD_POPS: u64 = 25;
 /// talk's first frames, which queued behind its claim, so the delay it
 /// starts at is the claim's, not the link's; the frames that follow show
 /// the link's, and the difference is dropped before the talk settles
-/// instead of being held for the whole talk.
+/// instead of being held for the whole talk. Only quiet frames are dropped,
+/// so when the talk opens with speech (or a noise floor, which DTX marks
+/// quiet only 0.4 s into a pause) the surplus left after these pops is owed
+/// like a stretch and given back in the first pause.
 pub const CATCH_UP_POPS: u64 = 20;
 /// The catch-up and the quick give-back in pauses only drop a frame this
 /// small: Opus spends 8-9 bytes on a frame of digital silence and 1 on a
@@ -279,7 +284,7 @@ pub struct JitterBuffer {
     last_shrink_pop: u64,
     /// Pops in a row at which the delay had a shrinkable surplus.
     surplus_pops: u64,
-    /// Stretches not yet given back by a shrink.
+    /// Stretches (and start-up surplus frames) not yet given back.
     stretch_owed: u64,
     /// Pops in a row at which a stretch could be paid back (the delay a
     /// frame over the target and over `payback_floor`).
@@ -464,12 +469,25 @@ impl JitterBuffer {
                 self.surplus_pops = 0;
             }
             let quiet = slot.packet.len() <= QUIET_PACKET_BYTES;
-            let catching_up = self.pops <= CATCH_UP_POPS
-                && quiet
-                && self.min_transit_after_start.is_some_and(|min| {
-                    let delay = delay + self.min_transit - min;
-                    delay - (FRAME_MS as i64) >= target + START_MARGIN_MS as i64
-                });
+            // The start-up surplus: the delay over target + margin, as the
+            // frames that arrived after the start show the link.
+            let start_surplus = self.min_transit_after_start.map(|min| {
+                delay + self.min_transit - min - FRAME_MS as i64 - (target + START_MARGIN_MS as i64)
+            });
+            let catching_up =
+                self.pops <= CATCH_UP_POPS && quiet && start_surplus.is_some_and(|s| s >= 0);
+            if self.pops == CATCH_UP_POPS && !catching_up {
+                // What the catch-up could not drop (the talk opened with
+                // speech) is owed like a stretch: paid back in the first
+                // pause, down to the delay the catch-up would have reached.
+                if let Some(surplus) = start_surplus.filter(|&s| s >= 0) {
+                    let owed = surplus / FRAME_MS as i64 + 1;
+                    if self.stretch_owed == 0 {
+                        self.payback_floor = delay - owed * FRAME_MS as i64;
+                    }
+                    self.stretch_owed += owed.unsigned_abs();
+                }
+            }
             // A stretch is paid back down to the delay the talk had before
             // it (never under the target).
             if delay - (FRAME_MS as i64) >= target.max(self.payback_floor) {
@@ -1094,6 +1112,55 @@ mod tests {
             jb.pop(now);
         }
         assert_eq!(jb.stats().shrink_dropped, 0, "{:?}", jb.stats());
+    }
+
+    #[test]
+    fn a_talk_opening_with_speech_gives_its_start_up_queue_back_in_the_first_pause() {
+        // The measured start-up queue; 2 s of speech (60-byte frames), then
+        // a pause (quiet frames).
+        let speech_frames = 100;
+        let link = Loopback {
+            startup: Some(STARTUP_QUEUE),
+            ..Loopback::clean(6).frames_per_message(1)
+        };
+        let clean = Loopback::clean(6).frames_per_message(1);
+        let settled_delay = |link: &Loopback, seed: u64| {
+            let arrivals = simulate_loopback(link, &mut Rng::new(seed));
+            let mut jb = JitterBuffer::with_target_hint(crate::mixing_queue::FIRST_TALK_TARGET_MS);
+            let (mut next, mut pushed, mut played) = (0, BTreeSet::new(), BTreeSet::new());
+            let mut delays = Vec::new();
+            for now in (TALK_START..TALK_START + 6_500).step_by(FRAME_MS as usize) {
+                while let Some(a) = arrivals.get(next).filter(|a| a.at <= now) {
+                    let size = if a.seq < speech_frames { 60 } else { 8 };
+                    let mut packet = vec![1; size];
+                    packet[..8].copy_from_slice(&a.seq.to_le_bytes());
+                    jb.push(a.seq, TALK_START + a.seq * FRAME_MS, packet, a.at)
+                        .unwrap();
+                    pushed.insert(a.seq);
+                    next += 1;
+                }
+                if let Playout::Frame(p) = jb.pop(now) {
+                    played.insert(seq_of(&p));
+                    if now >= TALK_START + 3_000 {
+                        delays.push(jb.stats().playout_delay_ms + FRAME_MS);
+                    }
+                }
+            }
+            let cut: Vec<u64> = pushed.difference(&played).copied().collect();
+            assert!(
+                cut.iter().all(|&s| s >= speech_frames),
+                "seed {seed}: speech frames cut: {cut:?}"
+            );
+            delays.iter().sum::<u64>() as f64 / delays.len().max(1) as f64
+        };
+        for seed in 1..=LOOPBACK_SEEDS {
+            let queued = settled_delay(&link, seed);
+            let clean = settled_delay(&clean, seed);
+            assert!(
+                queued <= clean + FRAME_MS as f64 / 2.0,
+                "seed {seed}: {queued:.1} ms in the pause with the start-up queue, {clean:.1} ms without"
+            );
+        }
     }
 
     #[test]
