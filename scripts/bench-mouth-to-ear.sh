@@ -16,8 +16,12 @@
 # keeps the work directory (the recording, the logs) and prints its path;
 # BATCH (1) frames per message; WARMUP (0) short talks alice gives first
 # (1: the measured talk is not the first between these devices, so its
-# claim finds the Olm sessions made, as every talk after a user's first); OUT a JSON-lines file to which one result
-# line is appended (scripts/bench.sh collects them).
+# claim finds the Olm sessions made, as every talk after a user's first);
+# NOISE_DBFS (unset) a microphone noise floor: white noise at that RMS level
+# (e.g. -60) played into the microphone from before the measured talk's
+# press to its end, under the clicks (without it the feed is digitally
+# silent between clicks, as behind noise suppression); OUT a JSON-lines file
+# to which one result line is appended (scripts/bench.sh collects them).
 #
 # One sample clock for mouth and ear: scripts/lib/bench-pulse.sh (a private
 # PulseAudio server whose one 4-channel null sink holds the microphone feed
@@ -34,6 +38,7 @@ CLICKS="${CLICKS:-40}"
 SPACING_MS="${SPACING_MS:-300}"
 BATCH="${BATCH:-1}"
 WARMUP="${WARMUP:-0}"
+NOISE_DBFS="${NOISE_DBFS:-}"
 LEAD_MS=1000
 PY="$WALKIE_SYNAPSE_PYTHON"
 ((LISTENERS >= 1)) || die "LISTENERS must be at least 1"
@@ -87,6 +92,19 @@ for w in $(seq 1 "$WARMUP"); do
   for _ in $(seq 300); do warmed "$w" && break; sleep 0.1; done
   warmed "$w" || die "the listeners did not save warm-up talk $w and see its recording within 30 s"
 done
+if [[ -n $NOISE_DBFS ]]; then
+  "$PY" "$BENCH_PULSE_TOOL" noise "$WORK/noise.wav" --seconds "$("$PY" -c "print($TALK_S + 15)")" --dbfs "$NOISE_DBFS"
+  say "a noise floor at $NOISE_DBFS dBFS into micfeed, from before the press"
+  paplay --device=micfeed "$WORK/noise.wav" &
+  NOISE_PID=$!
+  PIDS+=("$NOISE_PID")
+  for _ in $(seq 100); do
+    pactl list sink-inputs 2>/dev/null | grep -q 'noise.wav' && break
+    sleep 0.05
+  done
+  pactl list sink-inputs 2>/dev/null | grep -q 'noise.wav' || die "the noise stream did not start within 5 s"
+  sleep 1 # the talk opens on the noise floor, not on its fade-in
+fi
 say "$LISTENERS listener(s) ready (bob1 plays to speaker); alice talks from mic for $TALK_S s"
 RUST_LOG="${TALK_LOG:-info}" "$WALKIE" "${A[@]}" talk "$ROOM" --mic --no-cues --batch "$BATCH" --seconds "$TALK_S" >"$WORK/talk.jsonl" 2>"$WORK/talk.err" &
 TALK_PID=$!
@@ -122,7 +140,7 @@ printf '%s\n' "$analysis"
 if [[ -n ${OUT:-} ]]; then
   # One JSON line for scripts/bench.sh: the analysis, plus what the talker
   # and the playing listener reported (capture start-up, jitter buffer).
-  WARMUP="$WARMUP" ANALYSIS="$analysis" "$PY" - "$OUT" "$LISTENERS" "$BATCH" "$WORK/talk.jsonl" "$WORK/listen1.err" <<'PYEOF'
+  WARMUP="$WARMUP" NOISE_DBFS="$NOISE_DBFS" ANALYSIS="$analysis" "$PY" - "$OUT" "$LISTENERS" "$BATCH" "$WORK/talk.jsonl" "$WORK/listen1.err" <<'PYEOF'
 import json, os, re, sys
 out, listeners, batch, talk, listen_err = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 res = next(json.loads(l[5:]) for l in os.environ["ANALYSIS"].splitlines() if l.startswith("json "))
@@ -133,8 +151,13 @@ for line in open(listen_err, errors="replace"):
     line = re.sub(r"\x1b\[[0-9;]*m", "", line)
     if "live talk played" in line:
         player = {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.]+)", line)}
+peer = "walkie" if int(os.environ.get("WARMUP", "0")) else "walkie-first-talk"
+noise = os.environ.get("NOISE_DBFS") or None
+if noise:
+    peer += f"-noise{noise}dBFS"
 res.update({
-    "kind": "mouth_to_ear", "peer": "walkie" if int(os.environ.get("WARMUP", "0")) else "walkie-first-talk", "listeners": listeners, "batch": batch, "warmup_talks": int(os.environ.get("WARMUP", "0")),
+    "kind": "mouth_to_ear", "peer": peer, "listeners": listeners, "batch": batch, "warmup_talks": int(os.environ.get("WARMUP", "0")),
+    "mic_noise_dbfs": float(noise) if noise else None,
     "press_to_capture_live_ms": live.get("press_to_live_ms"),
     "capture_open_to_first_samples_ms": live.get("open_to_first_samples_ms"),
     "jitter_buffer": player,

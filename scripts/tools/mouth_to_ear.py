@@ -4,6 +4,7 @@
 Two jobs:
 
   mouth_to_ear.py clicks OUT.wav --clicks N --spacing-ms MS --lead-ms MS
+  mouth_to_ear.py noise OUT.wav --seconds S --dbfs DB
       writes the click train: LEAD ms of silence, then N bursts (5 ms of
       2 kHz at 0.9 full scale, 1 ms raised-cosine ramps) SPACING ms apart,
       and 1 s of silence after; 48 kHz mono s16.
@@ -71,6 +72,24 @@ def write_clicks(path, clicks, spacing_ms, lead_ms):
         samples.byteswap()
     import wave
 
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(samples.tobytes())
+
+
+def write_noise(path, seconds, dbfs, seed=7):
+    """White noise at `dbfs` RMS: a microphone's noise floor."""
+    import random
+    import wave
+
+    rng = random.Random(seed)
+    amp = 32767 * 10 ** (dbfs / 20) * math.sqrt(3)
+    n = int(RATE * seconds)
+    samples = array.array("h", (int(rng.uniform(-amp, amp)) for _ in range(n)))
+    if sys.byteorder != "little":
+        samples.byteswap()
     with wave.open(path, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
@@ -237,6 +256,10 @@ def main():
     c.add_argument("--clicks", type=int, default=40)
     c.add_argument("--spacing-ms", type=int, default=300)
     c.add_argument("--lead-ms", type=int, default=1000)
+    nz = sub.add_parser("noise")
+    nz.add_argument("out")
+    nz.add_argument("--seconds", type=float, required=True)
+    nz.add_argument("--dbfs", type=float, default=-60.0)
     a = sub.add_parser("analyse")
     a.add_argument("rec")
     a.add_argument("--channels", type=int, default=4)
@@ -253,6 +276,9 @@ def main():
     args = p.parse_args()
     if args.cmd == "clicks":
         write_clicks(args.out, args.clicks, args.spacing_ms, args.lead_ms)
+        return 0
+    if args.cmd == "noise":
+        write_noise(args.out, args.seconds, args.dbfs)
         return 0
     return analyse(args)
 
