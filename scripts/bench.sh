@@ -13,7 +13,9 @@
 #   walkie   mouth-to-ear at the (virtual) devices, scripts/bench-mouth-to-ear.sh:
 #            a later talk (peer walkie: the Olm sessions exist) for COUNTS,
 #            and the first talk between fresh devices (walkie-first-talk,
-#            which sets them up) for PEER_COUNTS
+#            which sets them up) for PEER_COUNTS, and a later talk with a
+#            -60 dBFS noise floor in the microphone (walkie-noise-60dBFS,
+#            1 device: the clicks' pauses are not digital silence)
 #   mumble   the same for Mumble, default and lowest-latency settings,
 #            scripts/bench-mumble.sh
 #   chunked  the same for chunked voice messages through the timeline
@@ -59,6 +61,7 @@ want() { [[ " $ONLY " == *" $1 "* ]]; }
 STEPS=()
 want walkie && for n in $COUNTS; do STEPS+=("walkie $n"); done
 want walkie && for n in $PEER_COUNTS; do STEPS+=("walkie-first-talk $n"); done
+want walkie && STEPS+=("walkie-noise-60dBFS 1")
 want mumble && for m in default lowest; do for n in $PEER_COUNTS; do STEPS+=("mumble-$m $n"); done; done
 want chunked && for n in $PEER_COUNTS; do STEPS+=("chunked $n"); done
 want fanout && STEPS+=("fanout sealed" "fanout olm")
@@ -116,6 +119,8 @@ if want walkie; then
     step "Walkie mouth-to-ear, $n listening device(s), the first talk between them"
     OUT="$RESULTS" WARMUP=0 LISTENERS=$n run "walkie-first-talk $n" bash scripts/bench-mouth-to-ear.sh
   done
+  step "Walkie mouth-to-ear, 1 listening device, a later talk over a -60 dBFS microphone noise floor"
+  OUT="$RESULTS" WARMUP=1 LISTENERS=1 NOISE_DBFS=-60 run "walkie-noise-60dBFS 1" bash scripts/bench-mouth-to-ear.sh
 fi
 if want mumble; then
   for m in default lowest; do
