@@ -89,8 +89,11 @@ for w in $(seq 1 "$WARMUP"); do
   say "warm-up talk $w of $WARMUP (3 s of silence)"
   "$WALKIE" "${A[@]}" talk "$ROOM" --mic --no-cues --seconds 3 >"$WORK/warmup$w.jsonl" 2>"$WORK/warmup$w.err" \
     || { tail -n 20 "$WORK/warmup$w.err" >&2; die "warm-up talk failed (above)"; }
-  for _ in $(seq 300); do warmed "$w" && break; sleep 0.1; done
-  warmed "$w" || die "the listeners did not save warm-up talk $w and see its recording within 30 s"
+  # 30 s, and a second more per listener: at 50 on two cores the
+  # listeners' syncs alone take that long.
+  deadline=$((SECONDS + 30 + LISTENERS))
+  until warmed "$w" || ((SECONDS >= deadline)); do sleep 0.2; done
+  warmed "$w" || die "the listeners did not save warm-up talk $w and see its recording within $((30 + LISTENERS)) s"
 done
 if [[ -n $NOISE_DBFS ]]; then
   "$PY" "$BENCH_PULSE_TOOL" noise "$WORK/noise.wav" --seconds "$("$PY" -c "print($TALK_S + 15)")" --dbfs "$NOISE_DBFS"

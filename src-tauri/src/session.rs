@@ -174,12 +174,33 @@ async fn save_session(account: &Account) -> Result<(), String> {
 /// Signs out: the server forgets the device, the keyring the session, the
 /// disk the account's store.
 pub async fn sign_out(app: &AppHandle) -> Result<(), String> {
+    forget_session(app, true).await
+}
+
+/// The server ended this device's session (signed out from another client,
+/// or the device deleted): forget it here as [`sign_out`] does, without
+/// asking the server, so that the next start asks for a sign-in instead of
+/// retrying a dead token (and a new device gets a fresh store).
+async fn forget_revoked_session(app: &AppHandle) {
+    if let Err(e) = forget_session(app, false).await {
+        tracing::warn!(error = %e, "the revoked session was not removed from the keyring");
+    }
+    app.state::<SharedStatus>().update(app, |s| {
+        s.error = Some("Signed out elsewhere: please sign in again".into());
+    });
+}
+
+/// Stops the engine and forgets the session: the keyring entry and the
+/// account's store; `tell_server` signs the device out on the server first.
+async fn forget_session(app: &AppHandle, tell_server: bool) -> Result<(), String> {
     app.state::<crate::trust::Verifying>().cancel().await;
     let running = app.state::<Running>().0.lock().await.take();
     app.state::<Radio>().detach();
     if let Some((account, tasks)) = running {
         tasks.stop().await;
-        account.sign_out().await;
+        if tell_server {
+            account.sign_out().await;
+        }
         let dir = account.data_dir().to_owned();
         drop(account);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -291,10 +312,9 @@ async fn run(app: AppHandle, mut account: Account, config: &AppConfig) {
             // The token was revoked (signed out from another client, or
             // this device deleted): the engine stopped syncing.
             tracing::warn!("signed out elsewhere: please sign in again");
-            status.update(&app, |s| {
-                s.account = AccountState::SignedOut;
-                s.error = Some("Signed out elsewhere: please sign in again".into());
-            });
+            drop(events);
+            forget_revoked_session(&app).await;
+            return;
         }
         radio.on_engine_event(&app, event);
     }

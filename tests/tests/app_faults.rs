@@ -6,12 +6,16 @@
 //! - the app is killed (SIGKILL) holding an unplayed talk (do not disturb):
 //!   started again, it lists the same talk and plays it whole on request;
 //! - nothing under the app's data directory holds its access token or a
-//!   recording's plaintext (Ogg/Opus or WAV headers) after all of that.
+//!   recording's plaintext (Ogg/Opus or WAV headers) after all of that;
+//! - its access token is revoked on the server (signed out from another
+//!   client): the panel says "signed out elsewhere" and shows the sign-in
+//!   form, and the app keeps running without retrying the dead token.
 #![recursion_limit = "256"]
 
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use serde_json::json;
 use walkie_tests::speech_wav;
 
 mod common;
@@ -120,5 +124,96 @@ async fn the_app_says_offline_recovers_and_keeps_unplayed_talks_across_a_crash()
     let files = walkie_tests::files_under(&desk.people.app_data)?.len();
     eprintln!("scanned {files} files under the app's data directory");
     ensure!(leaks.is_empty(), "found in the app's files: {leaks:#?}");
+
+    // Signed out from another client: the token is revoked on the server.
+    let app = desk.start_app().await?;
+    app.wait_for("#state", |t| t == "online", READY).await?;
+    let token = app_token(&desk)?;
+    let log_path = desk.hs.dir().join("homeserver.log");
+    let log_before = std::fs::read_to_string(&log_path)?.lines().count();
+    let (status, _) = raw_api(
+        &desk.hs,
+        reqwest::Method::POST,
+        &token,
+        "/_matrix/client/v3/logout",
+        json!({}),
+    )
+    .await?;
+    ensure!(status.is_success(), "logout: {status}");
+    let revoked = Instant::now();
+    app.wait_for("#state", |t| t == "signed out", DOM).await?;
+    let shown = revoked.elapsed();
+    let error = app
+        .wait_for_text("#si-error", |t| t.contains("Signed out elsewhere"), DOM)
+        .await?;
+    app.wait_for_log("signed out elsewhere", DOM).await?;
+    ensure!(
+        app.find("#sign-in").await?.is_displayed().await?,
+        "the sign-in form is not shown"
+    );
+    ensure!(
+        app.property("#si-submit", "disabled").await? == false,
+        "the sign-in button is disabled"
+    );
+    // No retry loop: the app's requests with the dead token over the next
+    // few seconds (an observation window, not a wait for an event).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let log = std::fs::read_to_string(&log_path)?;
+    let syncs: Vec<&str> = log
+        .lines()
+        .skip(log_before)
+        .filter(|l| l.contains("GET /_matrix/client/v3/sync"))
+        .collect();
+    // The long poll in flight, and the one the server answered 401: none
+    // after that answer.
+    let refused = syncs
+        .iter()
+        .position(|l| l.contains(" 401 "))
+        .context("no /sync was refused with 401 after the revocation")?;
+    eprintln!(
+        "signed out elsewhere: shown {} ms after the revocation ({error:?}); {} /sync requests in the 5 s after, the 401 the last",
+        shown.as_millis(),
+        syncs.len()
+    );
+    ensure!(
+        refused + 1 == syncs.len(),
+        "/sync requests after the 401: {:#?}",
+        &syncs[refused..]
+    );
+    ensure!(app.app_pid().is_some(), "the app exited");
+    app.wait_for("#state", |t| t == "signed out", DOM).await?;
+    app.close().await?;
+
+    // The dead session is forgotten: started again (without the test's
+    // password in its environment), the app asks for a sign-in instead of
+    // trying the revoked token.
+    let env: Vec<(String, String)> = desk
+        .people
+        .app_env(&desk.hs, &desk.audio)
+        .into_iter()
+        .filter(|(k, _)| {
+            !["WALKIE_HOMESERVER", "WALKIE_USER", "WALKIE_PASSWORD"].contains(&k.as_str())
+        })
+        .collect();
+    let app = walkie_tests::webdriver::AppDriver::start(
+        &desk.desktop,
+        &walkie_tests::webdriver::app_binary()?,
+        env,
+    )
+    .await?;
+    app.wait_for_log("not signed in; the panel asks", READY)
+        .await?;
+    app.wait_for("#state", |t| t == "signed out", DOM).await?;
+    ensure!(
+        app.find("#sign-in").await?.is_displayed().await?,
+        "the sign-in form is not shown after a restart"
+    );
+    ensure!(
+        desk.secrets
+            .lookup(&[("service", "walkie"), ("username", "session")])?
+            .is_none(),
+        "the revoked session is still in the keyring"
+    );
+    app.close().await?;
     Ok(())
 }
