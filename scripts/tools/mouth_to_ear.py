@@ -68,26 +68,23 @@ def write_clicks(path, clicks, spacing_ms, lead_ms):
     for c in range(clicks):
         at = lead + c * step
         samples[at:at + burst_n] = array.array("h", burst)
-    if sys.byteorder != "little":
-        samples.byteswap()
-    import wave
-
-    with wave.open(path, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes(samples.tobytes())
+    write_wav(path, samples)
 
 
 def write_noise(path, seconds, dbfs, seed=7):
     """White noise at `dbfs` RMS: a microphone's noise floor."""
     import random
-    import wave
 
     rng = random.Random(seed)
     amp = 32767 * 10 ** (dbfs / 20) * math.sqrt(3)
     n = int(RATE * seconds)
-    samples = array.array("h", (int(rng.uniform(-amp, amp)) for _ in range(n)))
+    write_wav(path, array.array("h", (int(rng.uniform(-amp, amp)) for _ in range(n))))
+
+
+def write_wav(path, samples):
+    """16-bit mono WAV at RATE."""
+    import wave
+
     if sys.byteorder != "little":
         samples.byteswap()
     with wave.open(path, "wb") as w:

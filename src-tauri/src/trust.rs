@@ -148,8 +148,12 @@ pub async fn verify_with_device(
     let task_app = app.clone();
     let task = tauri::async_runtime::spawn(async move {
         let result = async {
-            tracing::info!("waiting for another device of this account to ask for verification");
-            let sas = verification::accept_next(&client).await?;
+            let sas = verification::accept_next(&client, || {
+                tracing::info!(
+                    "waiting for another device of this account to ask for verification"
+                );
+            })
+            .await?;
             tracing::info!("emoji verification started");
             task_app.state::<Verifying>().lock().sas = Some(sas.clone());
             verification::emoji(&sas).await

@@ -15,7 +15,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use serde_json::json;
 use walkie_tests::speech_wav;
 
 mod common;
@@ -128,18 +127,7 @@ async fn the_app_says_offline_recovers_and_keeps_unplayed_talks_across_a_crash()
     // Signed out from another client: the token is revoked on the server.
     let app = desk.start_app().await?;
     app.wait_for("#state", |t| t == "online", READY).await?;
-    let token = app_token(&desk)?;
-    let log_path = desk.hs.dir().join("homeserver.log");
-    let log_before = std::fs::read_to_string(&log_path)?.lines().count();
-    let (status, _) = raw_api(
-        &desk.hs,
-        reqwest::Method::POST,
-        &token,
-        "/_matrix/client/v3/logout",
-        json!({}),
-    )
-    .await?;
-    ensure!(status.is_success(), "logout: {status}");
+    let log_before = revoke_token(&desk.hs, &app_token(&desk)?).await?;
     let revoked = Instant::now();
     app.wait_for("#state", |t| t == "signed out", DOM).await?;
     let shown = revoked.elapsed();
@@ -158,12 +146,7 @@ async fn the_app_says_offline_recovers_and_keeps_unplayed_talks_across_a_crash()
     // No retry loop: the app's requests with the dead token over the next
     // few seconds (an observation window, not a wait for an event).
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let log = std::fs::read_to_string(&log_path)?;
-    let syncs: Vec<&str> = log
-        .lines()
-        .skip(log_before)
-        .filter(|l| l.contains("GET /_matrix/client/v3/sync"))
-        .collect();
+    let syncs = sync_requests_since(&desk.hs, log_before)?;
     // The long poll in flight, and the one the server answered 401: none
     // after that answer.
     let refused = syncs

@@ -8,8 +8,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use reqwest::Method;
-use serde_json::json;
 use walkie_tests::Synapse;
 
 mod common;
@@ -32,19 +30,8 @@ async fn a_revoked_token_signs_the_cli_out_without_retrying() -> Result<()> {
         "120",
     ])?;
 
-    let token = access_token(&bob)?;
-    let log_path = hs.dir().join("homeserver.log");
-    let log_before = std::fs::read_to_string(&log_path)?.lines().count();
     // Signed out from elsewhere: the token is gone on the server.
-    let (status, _) = raw_api(
-        &hs,
-        Method::POST,
-        &token,
-        "/_matrix/client/v3/logout",
-        json!({}),
-    )
-    .await?;
-    ensure!(status.is_success(), "logout: {status}");
+    let log_before = revoke_token(&hs, &access_token(&bob)?).await?;
     let revoked = Instant::now();
 
     let (event, _) = wait_for(&rx, Duration::from_secs(60), |e| e["event"] == "signed_out")?;
@@ -65,12 +52,7 @@ async fn a_revoked_token_signs_the_cli_out_without_retrying() -> Result<()> {
     );
     assert_eq!(exit.code(), Some(NOT_SIGNED_IN), "listener exit: {exit}");
     // No retry loop: the requests the listener made with the dead token.
-    let log = std::fs::read_to_string(&log_path)?;
-    let after: Vec<&str> = log
-        .lines()
-        .skip(log_before)
-        .filter(|l| l.contains("GET /_matrix/client/v3/sync"))
-        .collect();
+    let after = sync_requests_since(&hs, log_before)?;
     eprintln!("/sync requests after the revocation: {}", after.len());
     assert!(
         after.len() <= 3,

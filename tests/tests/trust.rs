@@ -190,6 +190,11 @@ async fn only_devices_their_owner_signed_hear_and_are_heard() -> Result<()> {
         .stdout(Stdio::piped())
         .spawn()?;
     let accept_out = json_lines(accept.stdout.take().context("stdout")?);
+    // bob1 listens (and knows bob2's keys) before bob2 asks: matrix-sdk
+    // drops a request from a device it has not fetched yet.
+    wait_for(&accept_out, Duration::from_secs(60), |e| {
+        e["waiting_for"] == "verification request"
+    })?;
     let mut request = bob2
         .command()
         .args(["verify", "request", &bob1_device])

@@ -68,9 +68,12 @@ pub async fn verify(account: &Account, engine: &Engine, how: VerifyHow) -> Resul
             compare(&sas).await?;
         }
         VerifyHow::Accept => {
-            let sas = verification::accept_next(client)
-                .await
-                .map_err(anyhow::Error::from)?;
+            let sas = verification::accept_next(client, || {
+                println!("{}", json!({ "waiting_for": "verification request" }));
+                eprintln!("Waiting: ask for verification from your other device now.");
+            })
+            .await
+            .map_err(anyhow::Error::from)?;
             compare(&sas).await?;
         }
     }

@@ -73,30 +73,51 @@ pub async fn request(client: &Client, device: &str) -> Result<SasVerification, V
 }
 
 /// Waits for another device of this user to ask for verification, and
-/// accepts it; returns once the emoji exchange has started.
-pub async fn accept_next(client: &Client) -> Result<SasVerification, VerifyError> {
+/// accepts it; returns once the emoji exchange has started. `listening` is
+/// called once a request will be seen: tell the user to ask from the other
+/// device then.
+///
+/// matrix-sdk ignores a request from a device whose keys it has not fetched
+/// yet (a device signed in since this one last synced), so this device's
+/// list of its own user's devices is fetched first (`/keys/query`).
+pub async fn accept_next(
+    client: &Client,
+    listening: impl FnOnce(),
+) -> Result<SasVerification, VerifyError> {
     let user = client.user_id().ok_or(VerifyError::NotSignedIn)?.to_owned();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let handle = client.add_event_handler(move |ev: ToDeviceKeyVerificationRequestEvent| {
         let tx = tx.clone();
         async move {
-            let _ = tx.send((ev.sender, ev.content.transaction_id.to_string()));
+            let _ = tx.send((
+                ev.sender,
+                ev.content.from_device,
+                ev.content.transaction_id.to_string(),
+            ));
         }
     });
+    if let Err(e) = client.encryption().request_user_identity(&user).await {
+        tracing::warn!(error = %e, "this account's devices were not fetched; a request from a new one may be missed");
+    }
+    listening();
     let found = loop {
-        let Some((sender, flow)) = rx.recv().await else {
+        let Some((sender, from_device, flow)) = rx.recv().await else {
             break None;
         };
         if sender != user {
             tracing::info!(%sender, "ignoring a verification request from another user");
             continue;
         }
-        if let Some(request) = client
+        match client
             .encryption()
             .get_verification_request(&sender, &flow)
             .await
         {
-            break Some(request);
+            Some(request) => break Some(request),
+            None => tracing::warn!(
+                device = %from_device,
+                "a verification request matrix-sdk dropped (that device's keys were not known yet): ask again from it"
+            ),
         }
     };
     client.remove_event_handler(handle);

@@ -194,6 +194,35 @@ pub async fn raw_api(
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
+/// Signs `token` out from another client (`/logout` with it): the token is
+/// revoked on the server. Returns how many lines Synapse's log had before,
+/// for [`sync_requests_since`].
+pub async fn revoke_token(hs: &Synapse, token: &str) -> Result<usize> {
+    let before = std::fs::read_to_string(hs.dir().join("homeserver.log"))?
+        .lines()
+        .count();
+    let (status, _) = raw_api(
+        hs,
+        reqwest::Method::POST,
+        token,
+        "/_matrix/client/v3/logout",
+        serde_json::json!({}),
+    )
+    .await?;
+    ensure!(status.is_success(), "logout: {status}");
+    Ok(before)
+}
+
+/// The `/sync` requests in Synapse's log after its first `since` lines.
+pub fn sync_requests_since(hs: &Synapse, since: usize) -> Result<Vec<String>> {
+    Ok(std::fs::read_to_string(hs.dir().join("homeserver.log"))?
+        .lines()
+        .skip(since)
+        .filter(|l| l.contains("GET /_matrix/client/v3/sync"))
+        .map(str::to_owned)
+        .collect())
+}
+
 /// Collects a listener's output lines that arrived so far.
 pub fn drain(rx: &mpsc::Receiver<Value>) -> Vec<Value> {
     rx.try_iter().collect()
