@@ -476,10 +476,11 @@ impl JitterBuffer {
             });
             let catching_up =
                 self.pops <= CATCH_UP_POPS && quiet && start_surplus.is_some_and(|s| s >= 0);
-            if self.pops == CATCH_UP_POPS && !catching_up {
+            if self.pops == CATCH_UP_POPS {
                 // What the catch-up could not drop (the talk opened with
                 // speech) is owed like a stretch: paid back in the first
-                // pause, down to the delay the catch-up would have reached.
+                // pause, down to the delay the catch-up would have reached
+                // (a drop at this very pop pays its first frame).
                 if let Some(surplus) = start_surplus.filter(|&s| s >= 0) {
                     let owed = surplus / FRAME_MS as i64 + 1;
                     if self.stretch_owed == 0 {
@@ -1093,6 +1094,33 @@ mod tests {
     /// steady transit, 6 ms less per message after.
     const STARTUP_QUEUE: (u64, u64) = (50, 6);
 
+    /// Plays `arrivals` through a first-talk buffer popped every 20 ms
+    /// from the talk's start until `until_ms` after it; a packet is
+    /// `size(seq)` bytes (at least 8: its seq comes first). `played` sees
+    /// each frame played: (ms after the start, the buffer, its seq).
+    fn play_sized(
+        arrivals: &[Arrival],
+        until_ms: u64,
+        size: impl Fn(u64) -> usize,
+        mut played: impl FnMut(u64, &JitterBuffer, u64),
+    ) -> JitterStats {
+        let mut jb = JitterBuffer::with_target_hint(crate::mixing_queue::FIRST_TALK_TARGET_MS);
+        let mut next = 0;
+        for now in (TALK_START..TALK_START + until_ms).step_by(FRAME_MS as usize) {
+            while let Some(a) = arrivals.get(next).filter(|a| a.at <= now) {
+                let mut packet = vec![1; size(a.seq).max(8)];
+                packet[..8].copy_from_slice(&a.seq.to_le_bytes());
+                jb.push(a.seq, TALK_START + a.seq * FRAME_MS, packet, a.at)
+                    .unwrap();
+                next += 1;
+            }
+            if let Playout::Frame(p) = jb.pop(now) {
+                played(now - TALK_START, &jb, seq_of(&p));
+            }
+        }
+        jb.stats()
+    }
+
     #[test]
     fn the_start_up_catch_up_never_cuts_speech() {
         // The measured start-up queue, frames of speech size (60 bytes).
@@ -1101,17 +1129,8 @@ mod tests {
             ..Loopback::clean(2).frames_per_message(1)
         };
         let arrivals = simulate_loopback(&link, &mut Rng::new(7));
-        let mut jb = JitterBuffer::with_target_hint(crate::mixing_queue::FIRST_TALK_TARGET_MS);
-        let mut next = 0;
-        for now in (TALK_START..TALK_START + 2_500).step_by(FRAME_MS as usize) {
-            while let Some(a) = arrivals.get(next).filter(|a| a.at <= now) {
-                jb.push(a.seq, TALK_START + a.seq * FRAME_MS, vec![1; 60], a.at)
-                    .unwrap();
-                next += 1;
-            }
-            jb.pop(now);
-        }
-        assert_eq!(jb.stats().shrink_dropped, 0, "{:?}", jb.stats());
+        let stats = play_sized(&arrivals, 2_500, |_| 60, |_, _, _| {});
+        assert_eq!(stats.shrink_dropped, 0, "{stats:?}");
     }
 
     #[test]
@@ -1126,27 +1145,19 @@ mod tests {
         let clean = Loopback::clean(6).frames_per_message(1);
         let settled_delay = |link: &Loopback, seed: u64| {
             let arrivals = simulate_loopback(link, &mut Rng::new(seed));
-            let mut jb = JitterBuffer::with_target_hint(crate::mixing_queue::FIRST_TALK_TARGET_MS);
-            let (mut next, mut pushed, mut played) = (0, BTreeSet::new(), BTreeSet::new());
-            let mut delays = Vec::new();
-            for now in (TALK_START..TALK_START + 6_500).step_by(FRAME_MS as usize) {
-                while let Some(a) = arrivals.get(next).filter(|a| a.at <= now) {
-                    let size = if a.seq < speech_frames { 60 } else { 8 };
-                    let mut packet = vec![1; size];
-                    packet[..8].copy_from_slice(&a.seq.to_le_bytes());
-                    jb.push(a.seq, TALK_START + a.seq * FRAME_MS, packet, a.at)
-                        .unwrap();
-                    pushed.insert(a.seq);
-                    next += 1;
+            let (mut played, mut delays) = (BTreeSet::new(), Vec::new());
+            let size = |seq| if seq < speech_frames { 60 } else { 8 };
+            play_sized(&arrivals, 6_500, size, |at, jb, seq| {
+                played.insert(seq);
+                if at >= 3_000 {
+                    delays.push(jb.stats().playout_delay_ms + FRAME_MS);
                 }
-                if let Playout::Frame(p) = jb.pop(now) {
-                    played.insert(seq_of(&p));
-                    if now >= TALK_START + 3_000 {
-                        delays.push(jb.stats().playout_delay_ms + FRAME_MS);
-                    }
-                }
-            }
-            let cut: Vec<u64> = pushed.difference(&played).copied().collect();
+            });
+            let cut: Vec<u64> = arrivals
+                .iter()
+                .map(|a| a.seq)
+                .filter(|s| !played.contains(s))
+                .collect();
             assert!(
                 cut.iter().all(|&s| s >= speech_frames),
                 "seed {seed}: speech frames cut: {cut:?}"
@@ -1380,24 +1391,14 @@ mod tests {
     #[test]
     fn speech_keeps_what_a_stall_grew_for_the_long_hold() {
         // 5 s after the window forgot the stall, less a second.
-        let until = TALK_START + 3680 + 2560 + 5000 - 1000;
+        let until_ms = 3680 + 2560 + 5000 - 1000;
         let mut grown = 0;
         for seed in 1..=LOOPBACK_SEEDS {
             let arrivals = simulate_loopback(&stalled_at_3_s(100), &mut Rng::new(seed));
-            let mut jb = JitterBuffer::with_target_hint(crate::mixing_queue::FIRST_TALK_TARGET_MS);
-            let mut next = 0;
-            for now in (TALK_START..until).step_by(FRAME_MS as usize) {
-                while let Some(a) = arrivals.get(next).filter(|a| a.at <= now) {
-                    // Quiet for the first second (the start-up catch-up
-                    // settles the talk as in the pause case), speech after.
-                    let size = if a.seq < 50 { 8 } else { 60 };
-                    jb.push(a.seq, TALK_START + a.seq * FRAME_MS, vec![1; size], a.at)
-                        .unwrap();
-                    next += 1;
-                }
-                jb.pop(now);
-            }
-            let stats = jb.stats();
+            // Quiet for the first second (the start-up catch-up settles the
+            // talk as in the pause case), speech after.
+            let size = |seq| if seq < 50 { 8 } else { 60 };
+            let stats = play_sized(&arrivals, until_ms, size, |_, _, _| {});
             if stats.stretched > 0 {
                 grown += 1;
             }
