@@ -128,6 +128,14 @@ impl Federation {
     }
 }
 
+/// Synapse could not bind its federation listener: the port, chosen
+/// before (a proxy dials it), was taken in the meantime by another process.
+/// Choose new ports and start again ([`Synapse::start_federating`]'s
+/// caller: the port is part of how the other server reaches this one).
+#[derive(Debug, thiserror::Error)]
+#[error("the federation port {0} was taken before Synapse bound it")]
+pub struct FederationPortTaken(pub u16);
+
 /// Adds a TLS federation listener (a self-signed certificate made with
 /// openssl) and the settings two loopback servers need to federate
 /// (measured in DESIGN.md: unchecked certificates, no IP range block, no
@@ -303,6 +311,11 @@ impl Synapse {
                     server.stop();
                     if !addr_in_use {
                         bail!("{e:#}\n--- synapse log ---\n{log}");
+                    }
+                    if let Some(fed) = fed {
+                        if std::net::TcpListener::bind(("127.0.0.1", fed.listen_port)).is_err() {
+                            return Err(FederationPortTaken(fed.listen_port).into());
+                        }
                     }
                     last_err = Some(e);
                     dir = std::mem::replace(&mut server.dir, tempfile::tempdir()?);

@@ -750,6 +750,21 @@ pub struct FederatedPair {
 }
 
 pub async fn federated_pair(one_way: Duration) -> Result<FederatedPair> {
+    // A federation port is chosen before its Synapse binds it (the proxy
+    // dials it): when another process took it meanwhile, start over.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match try_federated_pair(one_way).await {
+            Err(e) if attempts < 3 && e.is::<walkie_tests::synapse::FederationPortTaken>() => {
+                eprintln!("federated pair: {e}; choosing new ports");
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn try_federated_pair(one_way: Duration) -> Result<FederatedPair> {
     let (mut fa, mut fb) = (
         walkie_tests::synapse::Federation::on_free_port(None)?,
         walkie_tests::synapse::Federation::on_free_port(None)?,
