@@ -111,14 +111,10 @@ async fn the_app_says_offline_recovers_and_keeps_unplayed_talks_across_a_crash()
     // Nothing in the app's files gives the account or the audio away.
     let leaks = files_holding(
         &desk.people.app_data,
-        &[
-            first_token.as_bytes(),
-            second_token.as_bytes(),
-            b"OggS",
-            b"OpusHead",
-            b"RIFF",
-            b"WAVEfmt",
-        ],
+        &[first_token.as_bytes(), second_token.as_bytes()]
+            .into_iter()
+            .chain(PLAINTEXT_AUDIO)
+            .collect::<Vec<_>>(),
     )?;
     let files = walkie_tests::files_under(&desk.people.app_data)?.len();
     eprintln!("scanned {files} files under the app's data directory");

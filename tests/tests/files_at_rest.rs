@@ -168,14 +168,10 @@ async fn with_a_keyring_no_secret_or_audio_is_in_a_file() -> Result<()> {
     )?;
     ensure!(talked["session_id"].is_string(), "alice's talk: {talked}");
 
-    let secrets_and_audio: [&[u8]; 6] = [
-        token.as_bytes(),
-        passphrase.as_bytes(),
-        b"OggS",
-        b"OpusHead",
-        b"RIFF",
-        b"WAVEfmt",
-    ];
+    let secrets_and_audio: Vec<&[u8]> = [token.as_bytes(), passphrase.as_bytes()]
+        .into_iter()
+        .chain(PLAINTEXT_AUDIO)
+        .collect();
     // (The listener's saved talks are WAV files by request, in `--out`,
     // outside the data directory.)
     let leaks = files_holding(&alice.dir, &secrets_and_audio)?;

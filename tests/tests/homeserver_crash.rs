@@ -112,10 +112,11 @@ async fn a_homeserver_killed_mid_talk_loses_no_recording_and_listeners_recover()
     // Nothing the homeserver keeps (database, media store, its log) holds
     // a recording's plaintext (Ogg/Opus headers) or unencrypted walkie
     // audio (its `frames` field).
-    let leaks = files_holding(
-        hs.dir(),
-        &[b"OggS", b"OpusHead", b"OpusTags", b"\"frames\""],
-    )?;
+    let needles: Vec<&[u8]> = PLAINTEXT_AUDIO
+        .into_iter()
+        .chain([b"\"frames\"".as_slice()])
+        .collect();
+    let leaks = files_holding(hs.dir(), &needles)?;
     assert!(leaks.is_empty(), "plaintext at the homeserver: {leaks:#?}");
     listener.stop()
 }

@@ -679,6 +679,16 @@ impl CountingListener {
     }
 }
 
+/// Byte strings that only plaintext audio holds: an Ogg page's capture
+/// pattern with its version byte (always 0), Opus's two header packets, a
+/// WAV file's format chunk. Four bytes alone ("OggS", "RIFF") are not
+/// enough: base64 ciphertext holds any four of its letters once in every
+/// 16.7 million positions, and Synapse's database holds megabytes of it
+/// (a homeserver's WAL was once flagged for "OggS" that way). Base64 and
+/// JSON never hold a NUL, and eight fixed bytes come by chance once in
+/// 2^48 positions or rarer.
+pub const PLAINTEXT_AUDIO: [&[u8]; 4] = [b"OggS\0", b"OpusHead", b"OpusTags", b"WAVEfmt "];
+
 /// Every file under `dir` (a data directory, Synapse's database, media
 /// store, logs) that holds any of `needles`, with the needle.
 pub fn files_holding(dir: &std::path::Path, needles: &[&[u8]]) -> Result<Vec<String>> {
