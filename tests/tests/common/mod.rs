@@ -685,7 +685,8 @@ impl CountingListener {
 /// enough: base64 ciphertext holds any four of its letters once in every
 /// 16.7 million positions, and Synapse's database holds megabytes of it
 /// (a homeserver's WAL was once flagged for "OggS" that way). Base64 and
-/// JSON never hold a NUL, and eight fixed bytes come by chance once in
+/// JSON never hold a NUL, so "OggS\0" turns up by chance only in binary
+/// ciphertext, once in 2^40 positions; the eight-byte strings once in
 /// 2^48 positions or rarer.
 pub const PLAINTEXT_AUDIO: [&[u8]; 4] = [b"OggS\0", b"OpusHead", b"OpusTags", b"WAVEfmt "];
 
