@@ -31,13 +31,8 @@ async fn recordings_of(hs: &Synapse, cli: &Cli, room: &str, session: &str) -> Re
 async fn a_homeserver_killed_mid_talk_loses_no_recording_and_listeners_recover() -> Result<()> {
     let mut hs = Synapse::start().await?;
     let root = tempfile::tempdir()?;
-    let Pair {
-        alice, bob, room, ..
-    } = pair_in_group(&hs, root.path(), &[]).await?;
-    let out = root.path().join("out");
-    let listener = CountingListener::start(&bob, &room, &out)?;
-    let speech = root.path().join("speech.wav");
-    speech_wav(&speech, 8.0)?;
+    let (Pair { alice, room, .. }, listener, speech) =
+        pair_listening(&hs, root.path(), 8.0).await?;
     let talk_log = root.path().join("alice-talk.log");
     let talk = alice
         .command()

@@ -10,7 +10,7 @@
 use std::{path::Path, time::Duration};
 
 use anyhow::{ensure, Context, Result};
-use walkie_tests::{speech_wav, Synapse};
+use walkie_tests::Synapse;
 
 mod common;
 use common::*;
@@ -48,13 +48,13 @@ async fn a_listeners_syncs_during_a_talk_leave_its_olm_account_unwritten() -> Re
     const SAVED: Duration = Duration::from_secs(60);
     let hs = Synapse::start().await?;
     let root = tempfile::tempdir()?;
-    let Pair {
-        alice, bob, room, ..
-    } = pair_in_group(&hs, root.path(), &[]).await?;
-    let out = root.path().join("out");
-    let listener = CountingListener::start(&bob, &room, &out)?;
-    let speech = root.path().join("speech.wav");
-    speech_wav(&speech, 3.0)?;
+    let (
+        Pair {
+            alice, bob, room, ..
+        },
+        listener,
+        speech,
+    ) = pair_listening(&hs, root.path(), 3.0).await?;
     let speech = speech.to_str().unwrap_or_default();
 
     // The first talk sets up the Olm session: alice claims one of bob's

@@ -152,6 +152,21 @@ pub async fn pair_in_group(hs: &Synapse, root: &Path, extra: &[&str]) -> Result<
     })
 }
 
+/// [`pair_in_group`], with bob's [`CountingListener`] on the group (its
+/// talks saved under `root/out`) and `seconds` of speech at
+/// `root/speech.wav` for alice to talk.
+pub async fn pair_listening(
+    hs: &Synapse,
+    root: &Path,
+    seconds: f64,
+) -> Result<(Pair, CountingListener, PathBuf)> {
+    let pair = pair_in_group(hs, root, &[]).await?;
+    let listener = CountingListener::start(&pair.bob, &pair.room, &root.join("out"))?;
+    let speech = root.join("speech.wav");
+    walkie_tests::speech_wav(&speech, seconds)?;
+    Ok((pair, listener, speech))
+}
+
 /// alice, bob and carol (CLIs) in a walkie group of alice's; nobody
 /// consents yet. Returns them (with their accounts) and the room.
 pub async fn trio_in_group(
