@@ -108,8 +108,14 @@ fn speak_and_release(
     wait_log(log, &["talk released"], Duration::from_secs(20))
 }
 
+/// Each test runs an app, a Synapse and real-time audio on the machine's two
+/// cores: one at a time, so none starves another's audio threads (the echo
+/// test's playback was judged damaged when all three ran at once).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holding_the_hotkey_talks_and_releasing_posts_the_voice_message() -> Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let hs = Synapse::start().await?;
     let audio = PulseAudio::start()?;
     let desktop = Desktop::start()?;
@@ -194,6 +200,7 @@ async fn holding_the_hotkey_talks_and_releasing_posts_the_voice_message() -> Res
 /// of the open menu goes to `$WALKIE_SCREENSHOT_DIR` when set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tray_menu_chooses_where_the_hotkey_talks() -> Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let hs = Synapse::start().await?;
     let audio = PulseAudio::start()?;
     let desktop = Desktop::start()?;
@@ -289,6 +296,7 @@ async fn the_tray_menu_chooses_where_the_hotkey_talks() -> Result<()> {
 /// own voice; both talks are voice messages in the room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_echo_peer_gives_a_hotkey_talk_back_at_the_speaker() -> Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let hs = Synapse::start().await?;
     let audio = PulseAudio::start()?;
     let desktop = Desktop::start()?;
