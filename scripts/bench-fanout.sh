@@ -12,7 +12,8 @@
 #   COUNTS="1 5" MODES="sealed olm" BATCH=1 SECONDS_OF_TALK=10 bash scripts/bench-fanout.sh
 #
 # Knobs: COUNTS ("1 5 10 20 50"), MODES ("sealed"), BATCH (1) frames per
-# message, SECONDS_OF_TALK (10), OUT (a JSON-lines file for the results;
+# message, SECONDS_OF_TALK (10), WALKIE_HS_DB (sqlite; postgres: Synapse on
+# a private PostgreSQL cluster, its CPU counted with Synapse's), OUT (a JSON-lines file for the results;
 # default: only printed), WALKIE (a walkie binary instead of building it).
 # Each run has its own homeserver and exactly N devices of bob (the first
 # creates his identity and verifies the others with its recovery key: only
@@ -48,12 +49,24 @@ TALK_WAV="$ROOT/talk.wav"
 
 # CPU ticks (user + system) of a process and its threads.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# The homeserver's ticks: Synapse's, plus its PostgreSQL server processes'
+# (WALKIE_HS_DB=postgres; the pooled connections' backends live all run).
+hs_ticks() {
+  local t pm c
+  t=$(ticks "$HS_STARTED_PID")
+  if [[ -n ${PG_STARTED_DIR:-} ]]; then
+    pm=$(head -n 1 "$PG_STARTED_DIR/data/postmaster.pid")
+    for c in "$pm" $(pgrep -P "$pm"); do t=$((t + $(ticks "$c"))); done
+  fi
+  echo "$t"
+}
 for mode in "${MODES[@]}"; do
   for n in "${COUNTS[@]}"; do
     # A fresh homeserver and exactly N consenting devices for each run: no
     # device idle in the group (it would still be sent every message) and
     # no backlog of an earlier run's messages queued for a listener.
     [[ -n ${HS_STARTED_PID:-} ]] && { kill "$HS_STARTED_PID" 2>/dev/null; wait "$HS_STARTED_PID" 2>/dev/null || true; }
+    stop_local_postgres
     WORK="$ROOT/$mode-$n"
     WALKIE_DATA="$WORK"
     mkdir -p "$WORK"
@@ -68,7 +81,7 @@ for mode in "${MODES[@]}"; do
       LPIDS+=("$!")
     done
     bench_wait_listening "$n" 60
-    hs0=$(ticks "$HS_STARTED_PID")
+    hs0=$(hs_ticks)
     l0=0
     for p in "${LPIDS[@]}"; do l0=$((l0 + $(ticks "$p"))); done
     before=$(grep -c 'PUT /_matrix/client/v3/sendToDevice/' "$WORK/homeserver/homeserver.log" || true)
@@ -78,7 +91,7 @@ for mode in "${MODES[@]}"; do
       "$WALKIE" "${A[@]}" talk "$ROOM" --wav "$TALK_WAV" --batch "$BATCH" >"$WORK/talk.jsonl" 2>"$WORK/talk.err" \
       || { tail -n 20 "$WORK/talk.err" >&2; die "talk failed"; }
     t1=$(date +%s%N)
-    hs1=$(ticks "$HS_STARTED_PID")
+    hs1=$(hs_ticks)
     l1=0
     for p in "${LPIDS[@]}"; do l1=$((l1 + $(ticks "$p"))); done
     # Every listener has its talk (its "saved" line) before they are stopped.
@@ -93,7 +106,7 @@ for mode in "${MODES[@]}"; do
     after=$(grep -c 'PUT /_matrix/client/v3/sendToDevice/' "$WORK/homeserver/homeserver.log" || true)
     "$PY" - "$mode" "$n" "$BATCH" "$((after - before))" "$(((t1 - t0) / 1000000))" "$((hs1 - hs0))" "$((l1 - l0))" \
       "$(cat "$WORK/talk.time")" "${OUT:-}" "$WORK"/listen*.jsonl <<'PY'
-import json, sys
+import json, os, sys
 mode, n, batch, puts, wall_ms, hs_ticks, l_ticks = sys.argv[1], *map(int, sys.argv[2:8])
 talk_user, talk_sys = map(float, sys.argv[8].split())
 out, paths = sys.argv[9], sys.argv[10:]
@@ -112,11 +125,12 @@ res = {
     "homeserver_cpu_pct": round(hs_ticks / secs, 1),
     "listeners_cpu_pct": round(l_ticks / secs, 1),
     "talk_wall_s": round(secs, 2),
+    "homeserver_db": os.environ.get("WALKIE_HS_DB", "sqlite"),
 }
 print(f"fan-out {mode}, {n} device(s), batch {batch}: {len(lat)} messages ({frames} frames); "
       f"capture->accepted p50 {res['p50_ms']} ms, p95 {res['p95_ms']} ms, max {res['max_ms']} ms; "
       f"{res['to_device_puts_per_s']} PUT/s; CPU % of a core: talker {res['talker_cpu_pct']}, "
-      f"Synapse {res['homeserver_cpu_pct']}, listeners {res['listeners_cpu_pct']}")
+      f"Synapse ({res['homeserver_db']}) {res['homeserver_cpu_pct']}, listeners {res['listeners_cpu_pct']}")
 print("json " + json.dumps(res))
 if out:
     with open(out, "a") as f:

@@ -23,7 +23,11 @@ WALKIE="$CARGO_TARGET_DIR/release/walkie"
 WORK=$(mktemp -d)
 WALKIE_DATA="$WORK"
 WALKIE_PORT=$("$WALKIE_SYNAPSE_PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cleanup() { [[ -n ${HS_STARTED_PID:-} ]] && kill "$HS_STARTED_PID" 2>/dev/null; rm -rf "$WORK"; }
+cleanup() {
+  if [[ -n ${HS_STARTED_PID:-} ]]; then kill "$HS_STARTED_PID" 2>/dev/null || true; wait "$HS_STARTED_PID" 2>/dev/null || true; fi
+  stop_local_postgres
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 start_local_homeserver
 "$WALKIE_SYNAPSE_PYTHON" scripts/demo_setup.py --homeserver "$HOMESERVER_URL" \

@@ -4,6 +4,12 @@
 # $WALKIE_PORT (default 8008) or, if that port is taken by someone else, says
 # who holds it and picks a free port. It never talks to a server it did not
 # start itself. Sets HOMESERVER_URL, HS_SHARED_SECRET and HS_STARTED_PID.
+#
+# Its database is SQLite unless WALKIE_HS_DB=postgres (benches only):
+# then a private PostgreSQL cluster is started for it (unix socket only, in
+# a fresh directory; PG_STARTED_DIR, stopped by stop_local_postgres), as a
+# production Synapse runs. Synapse documents SQLite as for testing: it
+# serialises every transaction on one connection.
 
 hs_python() { printf '%s' "$WALKIE_SYNAPSE_PYTHON"; }
 
@@ -33,10 +39,7 @@ listeners:
     resources:
       - names: [client]
         compress: false
-database:
-  name: sqlite3
-  args:
-    database: "$dir/homeserver.db"
+$(homeserver_database_yaml "$dir")
 media_store_path: "$dir/media_store"
 signing_key_path: "$dir/signing.key"
 log_config: "$dir/log.yaml"
@@ -70,6 +73,70 @@ root: {level: INFO, handlers: [stderr]}
 disable_existing_loggers: false
 YAML
   echo "$port" >"$dir/port"
+}
+
+# The `database:` block of the config: SQLite in the data dir, or the
+# PostgreSQL cluster start_local_postgres started.
+homeserver_database_yaml() {
+  if [[ -n ${PG_STARTED_DIR:-} ]]; then
+    cat <<YAML
+database:
+  name: psycopg2
+  args:
+    user: synapse
+    dbname: synapse
+    host: "$PG_STARTED_DIR"
+    cp_min: 5
+    cp_max: 10
+YAML
+  else
+    cat <<YAML
+database:
+  name: sqlite3
+  args:
+    database: "$1/homeserver.db"
+YAML
+  fi
+}
+
+# Runs a PostgreSQL program as the cluster's owner (postgres refuses root).
+as_pg_owner() {
+  if ((EUID == 0)); then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# A fresh PostgreSQL cluster for Synapse (WALKIE_HS_DB=postgres): Debian's
+# postgresql package and psycopg2 in Synapse's venv, installed if missing;
+# the cluster in a new directory, listening on a unix socket there only.
+start_local_postgres() {
+  local bin pg
+  apt_ensure postgresql
+  bin=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -1)
+  [[ -n $bin && -x $bin/initdb ]] || die "no PostgreSQL server under /usr/lib/postgresql (Debian package postgresql)"
+  if ! "$(hs_python)" -c 'import psycopg2' 2>/dev/null; then
+    say "installing psycopg2 into Synapse's venv"
+    "$(dirname "$(hs_python)")/pip" install --quiet psycopg2-binary \
+      || die "pip install psycopg2-binary failed (Synapse needs it for PostgreSQL)"
+  fi
+  pg=$(mktemp -d /tmp/walkie-pg.XXXXXX)
+  ((EUID == 0)) && chown postgres: "$pg"
+  as_pg_owner "$bin/initdb" -D "$pg/data" -U synapse --auth=trust -E UTF8 --locale=C >"$pg/initdb.log" 2>&1 \
+    || { cat "$pg/initdb.log" >&2; die "initdb failed for Synapse's PostgreSQL in $pg"; }
+  as_pg_owner "$bin/pg_ctl" -D "$pg/data" -l "$pg/server.log" -w \
+    -o "-c listen_addresses='' -k $pg" start >/dev/null \
+    || { tail -n 20 "$pg/server.log" >&2; die "PostgreSQL did not start (log: $pg/server.log)"; }
+  PG_STARTED_DIR=$pg
+  PG_BIN=$bin
+  "$bin/createdb" -h "$pg" -U synapse -O synapse -T template0 synapse \
+    || die "could not create Synapse's database in $pg"
+  say "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') ready for Synapse (socket in $pg)"
+}
+
+# Stops and removes the cluster start_local_postgres started, if any.
+stop_local_postgres() {
+  [[ -n ${PG_STARTED_DIR:-} ]] || return 0
+  as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_STARTED_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+  rm -rf "$PG_STARTED_DIR"
+  PG_STARTED_DIR=""
 }
 
 # The pid of our running Synapse (recorded in run.pid at start, and still a
@@ -109,6 +176,11 @@ start_local_homeserver() {
     port_was=$port
     port=$(free_port)
     say "port $port_was is taken by another program ${holder:-(ss shows no owner)}; using free port $port"
+  fi
+  if [[ ${WALKIE_HS_DB:-sqlite} == postgres ]]; then
+    start_local_postgres
+  elif [[ ${WALKIE_HS_DB:-sqlite} != sqlite ]]; then
+    die "WALKIE_HS_DB must be sqlite or postgres, not $WALKIE_HS_DB"
   fi
   write_homeserver_config "$dir" "$port"
   if [[ ! -f $dir/signing.key ]]; then

@@ -49,7 +49,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 if [[ -z $HOMESERVER ]]; then
-  start_local_homeserver
+  # SQLite: the demo's homeserver keeps its data between runs (the
+  # PostgreSQL option is the benches' throw-away cluster).
+  WALKIE_HS_DB=sqlite start_local_homeserver
   [[ -n $HS_STARTED_PID ]] && CHILDREN+=("$HS_STARTED_PID")
   "$WALKIE_SYNAPSE_PYTHON" scripts/demo_setup.py --homeserver "$HOMESERVER_URL" \
     --shared-secret "$HS_SHARED_SECRET" --state "$WALKIE_DATA/homeserver/demo-users.json"

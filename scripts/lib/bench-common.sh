@@ -40,6 +40,10 @@ bench_cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   if declare -F bench_cleanup_extra >/dev/null; then bench_cleanup_extra; fi
   [[ -n ${HS_STARTED_PID:-} ]] && kill "$HS_STARTED_PID" 2>/dev/null
+  if [[ -n ${PG_STARTED_DIR:-} ]]; then
+    [[ -n ${HS_STARTED_PID:-} ]] && { wait "$HS_STARTED_PID" 2>/dev/null || true; }
+    stop_local_postgres
+  fi
   if declare -F bench_pulse_stop >/dev/null; then bench_pulse_stop; fi
   local root=${ROOT:-$WORK}
   if [[ -n ${KEEP:-} ]]; then say "kept $root"; else rm -rf "$root"; fi
