@@ -688,7 +688,9 @@ mod tests {
             "second_session_01",
             "third-session-0002",
         ];
-        let groups = ["!a:example.org", "!b:example.org", "!a:example.org"];
+        // Three groups: talks overlapping in one group cannot be (a new
+        // talk there ends the one before, as the floor does).
+        let groups = ["!a:example.org", "!b:example.org", "!c:example.org"];
         {
             let store = QueueStore::open(&dir, &KEY).unwrap();
             let mut q = MixingQueue::new(QueueLimits::default()).unwrap();

@@ -74,6 +74,7 @@ impl MixingQueue {
     /// at once when nothing else plays or waits, else it is queued or held.
     pub fn talk_started(&mut self, meta: TalkMeta, now_ms: u64) -> Result<(), QueueError> {
         self.check_new_talk(&meta)?;
+        self.end_switched_away(&meta);
         let muted = self.settings(&meta.group).muted;
         let live = !muted
             && self.current.is_none()
@@ -229,6 +230,25 @@ impl MixingQueue {
             self.emit(QueueEvent::Persist {
                 session: session.to_owned(),
             });
+        }
+    }
+
+    /// One talk of a group holds its floor at a time, so a new talk there
+    /// means the floor moved on from any talk of the group still receiving:
+    /// a collision whose loser reached this listener first. None of that
+    /// talk's audio will come any more (the engine plays only the holder's);
+    /// it ends now, its buffered audio plays out and the new talk follows,
+    /// instead of waiting [`STALL_TIMEOUT_MS`] for a talk that went quiet.
+    fn end_switched_away(&mut self, new: &TalkMeta) {
+        let switched: Vec<String> = self
+            .talks
+            .values()
+            .filter(|t| t.meta.group == new.group && !t.ended)
+            .map(|t| t.meta.session.clone())
+            .collect();
+        for session in switched {
+            tracing::info!(%session, to = %new.session, "the floor moved to another talk; this one ends here");
+            self.mark_ended(&session);
         }
     }
 

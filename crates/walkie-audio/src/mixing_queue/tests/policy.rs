@@ -315,13 +315,46 @@ fn stalled_talk_is_ended_and_does_not_block_the_queue() {
     let mut now = 0;
     q.talk_started(meta("!g:x", "gone"), now).unwrap();
     push_range(&mut q, "!g:x", "gone", 1, 0, 5, now);
-    q.talk_started(meta("!g:x", "next"), now).unwrap();
-    push_range(&mut q, "!g:x", "next", 2, 0, 5, now);
+    q.talk_started(meta("!h:x", "next"), now).unwrap();
+    push_range(&mut q, "!h:x", "next", 2, 0, 5, now);
     q.talk_ended("next", now).unwrap();
     let played = play_until_idle(&mut q, &mut now, 2_000);
     assert_eq!(played.sessions_in_order(), ["gone", "next"]);
     assert!(now >= STALL_TIMEOUT_MS);
     assert_eq!(played.frames_of("gone"), (0..5).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_new_talk_in_the_group_ends_the_one_the_floor_switched_away_from() {
+    // A collision seen from the loser's side: the loser's talk arrives
+    // first and plays live; the winner's claim arrives later, the engine
+    // switches to it and sends nothing more of the loser, and no end.
+    let mut q = queue();
+    let mut now = 1_000;
+    q.talk_started(meta("!g:x", "loser"), now).unwrap();
+    push_range(&mut q, "!g:x", "loser", 1, 0, 10, now);
+    for _ in 0..5 {
+        now += 20;
+        q.tick(now);
+    }
+    q.talk_started(meta("!g:x", "winner"), now).unwrap();
+    let switched_at = now;
+    push_range(&mut q, "!g:x", "winner", 2, 0, 50, now);
+    q.talk_ended("winner", now).unwrap();
+    let played = play_until_idle(&mut q, &mut now, 2_000);
+    assert_eq!(played.sessions_in_order(), ["loser", "winner"]);
+    assert_eq!(played.frames_of("winner"), (0..50).collect::<Vec<_>>());
+    // The loser's buffered frames play out, then the winner whole: 50
+    // frames of 20 ms after at most the loser's jitter buffer, not after a
+    // 10 s stall.
+    assert!(
+        now - switched_at < 2_000,
+        "the winner finished {} ms after the switch",
+        now - switched_at
+    );
+    assert!(events(&mut q)
+        .iter()
+        .any(|e| matches!(e, QueueEvent::Finished { session } if session == "loser")));
 }
 
 #[test]

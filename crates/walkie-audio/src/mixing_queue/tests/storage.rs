@@ -35,32 +35,38 @@ fn overflow_evicts_the_oldest_talk_of_the_lowest_priority_whole() {
         priority: p,
         ..GroupSettings::default()
     };
-    q.set_group("!hi:x", prio(3)).unwrap();
-    q.set_group("!lo:x", prio(-1)).unwrap();
+    // Each talk in its own group (a group's floor has one talk at a time:
+    // a new talk in a group ends the one before), two priorities.
+    for g in ["!hi:x", "!hi2:x"] {
+        q.set_group(g, prio(3)).unwrap();
+    }
+    for g in ["!lo:x", "!lo1:x", "!lo2:x"] {
+        q.set_group(g, prio(-1)).unwrap();
+    }
     let now = 0;
     // The live talk is never evicted, whatever its priority.
     q.talk_started(meta("!lo:x", "live"), now).unwrap();
     q.talk_started(meta("!hi:x", "h1"), now).unwrap();
-    q.talk_started(meta("!lo:x", "l1"), now).unwrap();
-    q.talk_started(meta("!lo:x", "l2"), now).unwrap();
+    q.talk_started(meta("!lo1:x", "l1"), now).unwrap();
+    q.talk_started(meta("!lo2:x", "l2"), now).unwrap();
     events(&mut q);
     // A fourth waiting talk: l1 (oldest of the lowest priority) goes.
-    q.talk_started(meta("!hi:x", "h2"), now).unwrap();
+    q.talk_started(meta("!hi2:x", "h2"), now).unwrap();
     assert_eq!(
         events(&mut q),
         [
             QueueEvent::Queued {
                 session: "h2".into(),
-                group: "!hi:x".into()
+                group: "!hi2:x".into()
             },
             QueueEvent::Overflowed {
                 session: "l1".into(),
-                group: "!lo:x".into()
+                group: "!lo1:x".into()
             }
         ]
     );
     assert_eq!(
-        q.push("!lo:x", "l1", 0, 0, vec![pkt(0, 0)], now),
+        q.push("!lo1:x", "l1", 0, 0, vec![pkt(0, 0)], now),
         Err(QueueError::TalkOver("l1".into()))
     );
     let waiting: Vec<_> = q.unplayed().into_iter().map(|t| t.meta.session).collect();
@@ -70,11 +76,11 @@ fn overflow_evicts_the_oldest_talk_of_the_lowest_priority_whole() {
     // next frames of l2 do not fit, and l2 itself is the victim.
     push_range(&mut q, "!lo:x", "live", 0, 0, 100, now);
     push_range(&mut q, "!hi:x", "h1", 1, 0, 90, now);
-    push_range(&mut q, "!hi:x", "h2", 2, 0, 50, now);
+    push_range(&mut q, "!hi2:x", "h2", 2, 0, 50, now);
     q.check_invariants();
     let s = q
         .push(
-            "!lo:x",
+            "!lo2:x",
             "l2",
             0,
             0,
@@ -87,7 +93,7 @@ fn overflow_evicts_the_oldest_talk_of_the_lowest_priority_whole() {
         events(&mut q),
         [QueueEvent::Overflowed {
             session: "l2".into(),
-            group: "!lo:x".into()
+            group: "!lo2:x".into()
         }]
     );
     // Now the oldest high one goes for new frames of the live talk? No:
