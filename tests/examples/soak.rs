@@ -4,7 +4,7 @@
 //!
 //! alice talks (a `walkie talk` every EVERY s, TALK_S s of speech) for
 //! DURATION s to LISTENERS listening devices (`walkie listen`, one user
-//! each) and, with APP=1, to the desktop app (signed in as carol under
+//! each) and, unless APP=0, to the desktop app (signed in as carol under
 //! Xvfb with gnome-keyring and a private PulseAudio, playing every talk).
 //! With FEDERATED=1 the listeners and the app are on a second homeserver
 //! 1 s one-way away from alice's (two federating Synapses behind delay
@@ -71,7 +71,7 @@ fn knobs() -> Result<Knobs> {
         talk_s: knob("TALK_S", 3.0)?,
         listeners: knob("LISTENERS", 2)?,
         federated: knob("FEDERATED", 0u8)? == 1,
-        app: knob("APP", 0u8)? == 1,
+        app: knob("APP", 1u8)? == 1,
     })
 }
 

@@ -3,11 +3,12 @@
 //! Put between two federating homeservers (the server name points at the
 //! proxy), it makes a slow federation link; [`DelayProxy::cut`] drops every
 //! connection and refuses new ones until [`DelayProxy::restore`] (a network
-//! outage).
+//! outage); [`DelayProxy::refused`] counts the connections a client tried in
+//! the meantime.
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::Duration,
@@ -29,6 +30,7 @@ use tokio::{
 pub struct DelayProxy {
     port: u16,
     cut: Arc<AtomicBool>,
+    refused: Arc<AtomicU64>,
     cuts: watch::Sender<u64>,
     task: JoinHandle<()>,
 }
@@ -40,13 +42,16 @@ impl DelayProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let cut = Arc::new(AtomicBool::new(false));
+        let refused = Arc::new(AtomicU64::new(0));
         let (cuts, _) = watch::channel(0u64);
         let task = {
             let cut = cut.clone();
+            let refused = refused.clone();
             let cuts = cuts.clone();
             tokio::spawn(async move {
                 while let Ok((inbound, _)) = listener.accept().await {
                     if cut.load(Ordering::SeqCst) {
+                        refused.fetch_add(1, Ordering::SeqCst);
                         continue; // dropped: the connection is refused
                     }
                     let mut cut_now = cuts.subscribe();
@@ -69,6 +74,7 @@ impl DelayProxy {
         Ok(Self {
             port,
             cut,
+            refused,
             cuts,
             task,
         })
@@ -88,6 +94,11 @@ impl DelayProxy {
     /// Accepts connections again.
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+    }
+
+    /// Connections refused while cut, since the proxy started.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
     }
 }
 

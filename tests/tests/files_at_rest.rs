@@ -7,7 +7,8 @@
 //! With a Secret Service (gnome-keyring on a private bus) the CLI keeps its
 //! session and store passphrase there: after sign-in, a talk, a killed
 //! listener and sign-out, no file under its data directory holds the access
-//! token, the store passphrase or a recording's plaintext.
+//! token, the store passphrase, the recovery key its first sign-in showed
+//! or a recording's plaintext.
 #![recursion_limit = "256"]
 
 use std::{os::unix::fs::PermissionsExt, path::Path};
@@ -121,10 +122,17 @@ async fn with_a_keyring_no_secret_or_audio_is_in_a_file() -> Result<()> {
     };
     let mut cmd = with_keyring();
     cmd.env("WALKIE_PASSWORD", &a.password);
-    ok_output(
+    let signed_in = ok_output(
         cmd,
         &["login", "--homeserver", &hs.url(), "--user", &a.user_id],
     )?;
+    // The first sign-in made alice's identity and showed its recovery key
+    // once; it must not be in any file, spaced as shown or not.
+    let recovery_key = signed_in["recovery_key"]
+        .as_str()
+        .context("the first sign-in shows no recovery key")?
+        .to_owned();
+    let recovery_key_unspaced: String = recovery_key.split_whitespace().collect();
     let dir = alice.dir.canonicalize()?;
     let lookup = |name: String| secrets.lookup(&[("service", "walkie"), ("username", &name)]);
     let saved = lookup(format!("cli-session {}", dir.display()))?
@@ -168,10 +176,15 @@ async fn with_a_keyring_no_secret_or_audio_is_in_a_file() -> Result<()> {
     )?;
     ensure!(talked["session_id"].is_string(), "alice's talk: {talked}");
 
-    let secrets_and_audio: Vec<&[u8]> = [token.as_bytes(), passphrase.as_bytes()]
-        .into_iter()
-        .chain(PLAINTEXT_AUDIO)
-        .collect();
+    let secrets_and_audio: Vec<&[u8]> = [
+        token.as_bytes(),
+        passphrase.as_bytes(),
+        recovery_key.as_bytes(),
+        recovery_key_unspaced.as_bytes(),
+    ]
+    .into_iter()
+    .chain(PLAINTEXT_AUDIO)
+    .collect();
     // (The listener's saved talks are WAV files by request, in `--out`,
     // outside the data directory.)
     let leaks = files_holding(&alice.dir, &secrets_and_audio)?;

@@ -2,7 +2,8 @@
 //! client reaches the homeserver through a proxy (`delay_proxy`) that is
 //! cut mid-talk and restored 10 s later.
 //! - A listener cut off (bob, 2 s into alice's 6 s talk) reconnects by
-//!   itself (its sync loop backs off while the link is down, and it
+//!   itself (its sync loop backs off while the link is down: the
+//!   connections it tries in the outage are counted and bounded; it
 //!   reports `offline` and `online` again) and saves alice's next talk;
 //!   nothing is posted twice.
 //! - The talker cut off (alice, 2 s into her 10 s talk): everyone else sees
@@ -18,6 +19,11 @@ use walkie_tests::{delay_proxy::DelayProxy, speech_wav, Synapse};
 
 mod common;
 use common::*;
+
+/// Connections a client may open to a homeserver it cannot reach in 10 s:
+/// its backoff (250 ms doubling to 8 s) makes about six tries; this allows
+/// each a second request (the outbox, a key upload) and some slack.
+const MAX_TRIES_IN_OUTAGE: u64 = 15;
 
 /// A link to `hs` that the test can cut.
 async fn link_to(hs: &Synapse) -> Result<DelayProxy> {
@@ -91,13 +97,21 @@ async fn a_listener_cut_off_for_10_s_reconnects_and_hears_the_next_talk() -> Res
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(cut.elapsed())).await;
     link.restore();
     let restored = Instant::now();
+    // What bob's client tried while the link was down: its sync loop backs
+    // off (250 ms doubling to 8 s: about six tries in 10 s), where a client
+    // retrying in a loop would open thousands of connections.
+    let tries = link.refused();
     wait_for(&listener.rx, Duration::from_secs(30), |e| {
         e["event"] == "online"
     })?;
     eprintln!(
-        "bob's client: offline {} ms after the cut, online again {} ms after the link came back",
+        "bob's client: offline {} ms after the cut, {tries} connections tried in the 10 s outage, online again {} ms after the link came back",
         to_offline.as_millis(),
         restored.elapsed().as_millis()
+    );
+    assert!(
+        (1..=MAX_TRIES_IN_OUTAGE).contains(&tries),
+        "{tries} connections tried in a 10 s outage (backoff allows {MAX_TRIES_IN_OUTAGE})"
     );
     let first = talk.wait_with_output()?;
     anyhow::ensure!(first.status.success(), "alice's first talk failed");

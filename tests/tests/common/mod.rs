@@ -213,9 +213,7 @@ pub async fn raw_api(
 /// revoked on the server. Returns how many lines Synapse's log had before,
 /// for [`sync_requests_since`].
 pub async fn revoke_token(hs: &Synapse, token: &str) -> Result<usize> {
-    let before = std::fs::read_to_string(hs.dir().join("homeserver.log"))?
-        .lines()
-        .count();
+    let before = homeserver_log_lines(hs)?;
     let (status, _) = raw_api(
         hs,
         reqwest::Method::POST,
@@ -226,6 +224,13 @@ pub async fn revoke_token(hs: &Synapse, token: &str) -> Result<usize> {
     .await?;
     ensure!(status.is_success(), "logout: {status}");
     Ok(before)
+}
+
+/// How many lines Synapse's log has now (for [`sync_requests_since`]).
+pub fn homeserver_log_lines(hs: &Synapse) -> Result<usize> {
+    Ok(std::fs::read_to_string(hs.dir().join("homeserver.log"))?
+        .lines()
+        .count())
 }
 
 /// The `/sync` requests in Synapse's log after its first `since` lines.
