@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Soak (issue 13): alice talks every EVERY seconds for DURATION seconds to
-# LISTENERS listening devices (`walkie listen`, one user each) and, with
-# APP=1, to the desktop app (under Xvfb with gnome-keyring and a private
+# LISTENERS listening devices (`walkie listen`, one user each) and, unless
+# APP=0, to the desktop app (under Xvfb with gnome-keyring and a private
 # PulseAudio, playing every talk); everyone on one throw-away Synapse or,
 # with FEDERATED=1, the listeners and the app on a second Synapse 1 s
 # one-way from alice's. Every 5 s the resident memory and CPU of each
@@ -13,12 +13,13 @@
 # tests/examples/soak.rs does the run, scripts/tools/soak_report.py the
 # report.
 #
-#   bash scripts/soak.sh                        # 1 hour, 2 listeners
-#   APP=1 FEDERATED=1 bash scripts/soak.sh      # the app too, across two servers
+#   bash scripts/soak.sh                        # 1 hour, 2 listeners and the app
+#   FEDERATED=1 bash scripts/soak.sh            # across two servers 1 s apart
+#   APP=0 bash scripts/soak.sh                  # the CLI listeners only
 #   DURATION=600 bash scripts/soak.sh           # 10 minutes
 #
 # Knobs: DURATION (3600) s, EVERY (10) s between talk starts, TALK_S (3) s
-# per talk, LISTENERS (2), APP (0), FEDERATED (0), WALKIE (a walkie binary
+# per talk, LISTENERS (2), APP (1), FEDERATED (0), WALKIE (a walkie binary
 # instead of building the release CLI), WALKIE_APP_BIN (default: the debug
 # app, built), OUT (docs/soak.json), PLOT (docs/soak.png; empty: no plot),
 # CHECK=1 (exit 1 when a talk failed, was not posted, not saved whole by
@@ -31,7 +32,7 @@ PY="$WALKIE_SYNAPSE_PYTHON"
 source scripts/lib/bench-common.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/walkie/target}"
 export DURATION="${DURATION:-3600}" EVERY="${EVERY:-10}" TALK_S="${TALK_S:-3}"
-export LISTENERS="${LISTENERS:-2}" APP="${APP:-0}" FEDERATED="${FEDERATED:-0}"
+export LISTENERS="${LISTENERS:-2}" APP="${APP:-1}" FEDERATED="${FEDERATED:-0}"
 OUT="${OUT:-$PWD/docs/soak.json}"
 PLOT="${PLOT-$PWD/docs/soak.png}"
 BENCH_VENV="$WALKIE_CACHE/bench-venv"

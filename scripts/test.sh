@@ -37,8 +37,8 @@ step "cargo test (unit, integration against Synapse, end-to-end under Xvfb)"
 export WALKIE_APP_BIN="$CARGO_TARGET_DIR/debug/walkie-app"
 cargo test --workspace --locked -- --test-threads="${WALKIE_TEST_THREADS:-2}"
 
-step "soak, 2 minutes: a talk every 10 s to 2 listening devices, every one posted and heard whole"
-WALKIE="$CARGO_TARGET_DIR/debug/walkie" DURATION=120 OUT="$CARGO_TARGET_DIR/soak-2min.json" PLOT= CHECK=1 \
+step "soak, 2 minutes: a talk every 10 s to 2 listening devices and the app, every one posted, heard whole and played"
+WALKIE="$CARGO_TARGET_DIR/debug/walkie" APP=1 DURATION=120 OUT="$CARGO_TARGET_DIR/soak-2min.json" PLOT= CHECK=1 \
   bash scripts/soak.sh
 
 step "all tests passed in $((SECONDS - started)) s (screenshots in $WALKIE_SCREENSHOT_DIR)"
