@@ -37,6 +37,17 @@ fn app_token(desk: &AppDesk) -> Result<String> {
         .to_owned())
 }
 
+/// The length an unplayed talk's entry in the panel gives ("…, 2.0 s").
+fn listed_seconds(entry: &str) -> Option<f64> {
+    entry
+        .rsplit(", ")
+        .next()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_app_says_offline_recovers_and_keeps_unplayed_talks_across_a_crash() -> Result<()> {
     let mut desk = app_desk().await?;
@@ -53,6 +64,13 @@ async fn the_app_says_offline_recovers_and_keeps_unplayed_talks_across_a_crash()
     // Do not disturb: bob's talk waits in the panel, unplayed.
     panel_dnd_on(&app).await?;
     let item = bob_talk_held(&app, &desk.people, &room, &speech).await?;
+    // The whole talk is in before the homeserver dies: the panel lists it
+    // (as soon as its first frames are in) with the length received so
+    // far. Killed earlier, the rest would come back more than MAX_AGE
+    // late, be refused, and the talk kept after the crash would be a
+    // fragment (seen once in CI: 0.18 correlation).
+    app.wait_for(&item, |t| listed_seconds(t).is_some_and(|s| s >= 1.9), DOM)
+        .await?;
 
     // The homeserver dies: panel and tray say offline.
     let since = app.log_lines().len();
