@@ -13,8 +13,8 @@
 #
 # Knobs: COUNTS ("1 5 10 20 50"), MODES ("sealed"), BATCH (1) frames per
 # message, SECONDS_OF_TALK (10), WALKIE_HS_DB (sqlite; postgres: Synapse on
-# a private PostgreSQL cluster, its CPU counted with Synapse's), OUT (a JSON-lines file for the results;
-# default: only printed), WALKIE (a walkie binary instead of building it).
+# a private PostgreSQL cluster, its CPU counted with Synapse's), OUT (a
+# JSON-lines file for the results; default: only printed), WALKIE (a walkie binary instead of building it).
 # Each run has its own homeserver and exactly N devices of bob (the first
 # creates his identity and verifies the others with its recovery key: only
 # signed devices hear), all consenting and all listening.
@@ -50,7 +50,8 @@ TALK_WAV="$ROOT/talk.wav"
 # CPU ticks (user + system) of a process and its threads.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 # The homeserver's ticks: Synapse's, plus its PostgreSQL server processes'
-# (WALKIE_HS_DB=postgres; the pooled connections' backends live all run).
+# (WALKIE_HS_DB=postgres; the backends of Synapse's pooled connections
+# live through the whole run, so their ticks are counted).
 hs_ticks() {
   local t pm c
   t=$(ticks "$HS_STARTED_PID")
