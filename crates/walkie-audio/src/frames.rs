@@ -80,6 +80,17 @@ pub trait FrameSource: Send {
     }
 }
 
+/// How much buffering the output may use, chosen by what plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputLatency {
+    /// A live talk or a cue: as little as the device keeps without gaps.
+    #[default]
+    Live,
+    /// A stored talk played on request: nobody waits on its latency, and
+    /// more buffering keeps it whole on a busy machine.
+    Relaxed,
+}
+
 /// Where decoded audio goes. The sink sets the pace: the player asks how
 /// many frames it wants and writes that many.
 pub trait FrameSink: Send {
@@ -111,6 +122,9 @@ pub trait FrameSink: Send {
     fn is_open(&self) -> bool {
         false
     }
+    /// The buffering wanted from the next time the device opens (an open
+    /// stream keeps its own until it closes; a file ignores it).
+    fn prefer_latency(&mut self, _latency: OutputLatency) {}
 }
 
 /// Cuts a stream of 48 kHz mono samples into 20 ms frames.

@@ -27,6 +27,7 @@ pub mod mixing_queue;
 pub mod netsim;
 pub mod ogg_opus;
 pub mod output;
+pub mod output_gaps;
 pub mod player;
 pub mod queue_store;
 pub mod resample;

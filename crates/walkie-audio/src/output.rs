@@ -2,8 +2,10 @@
 //! closed by [`FrameSink::suspend`] (the player suspends after a short idle
 //! time): no output stream exists while nothing plays. Owns the device
 //! lookup, the lock-free ring between the player thread and the device
-//! callback, and underrun counting. rodio converts our 48 kHz mono to the
-//! device's rate and channels.
+//! callback, underrun and gap counting, and the stream's buffering: short
+//! for live talks, longer for stored ones, and longer for live ones too
+//! after the device left gaps (see [`crate::output_gaps`]). rodio converts
+//! our 48 kHz mono to the device's rate and channels.
 
 use std::{
     num::NonZero,
@@ -20,7 +22,8 @@ use rodio::{DeviceSinkBuilder, MixerDeviceSink, Source};
 use crate::{
     audio_host,
     codec::{FRAME_SAMPLES, SAMPLE_RATE},
-    frames::{i16_to_f32, DeviceError, Frame, FrameSink, Result},
+    frames::{i16_to_f32, DeviceError, Frame, FrameSink, OutputLatency, Result},
+    output_gaps::GapDetector,
 };
 
 /// Audio the player keeps queued ahead of the device, beyond one device
@@ -33,6 +36,12 @@ pub const AHEAD_FRAMES: usize = 1;
 /// target length of two periods and for `adjust_latency`. ALSA keeps rodio's
 /// default (2048 frames). `WALKIE_OUTPUT_PERIOD_MS` overrides it (spike).
 const OUTPUT_PERIOD_MS: u32 = 5;
+/// The period for a stored talk played on request, and the most a live
+/// talk's grows to after gaps: the server then holds 40 ms.
+const RELAXED_PERIOD_MS: u32 = 20;
+/// Live opens in a row without a gap or an underrun after which a grown
+/// live period halves again (the machine is no longer that busy).
+const CLEAN_OPENS_TO_SHRINK: u32 = 10;
 /// The margin the ring keeps beyond one period through the native
 /// PulseAudio host: 5 ms (240 samples), the player's top-up interval. Its
 /// callbacks come every period in equal blocks, unlike ALSA's pulse plugin's
@@ -130,6 +139,11 @@ impl Source for RingSource {
 
 struct Open {
     _device: MixerDeviceSink,
+    /// What the stream was opened for, and its period (PulseAudio only).
+    latency: OutputLatency,
+    period_ms: Option<u32>,
+    gaps: GapDetector,
+    opened_at: std::time::Instant,
     /// Samples the device had pulled at `pulled_at`: a device that pulls
     /// nothing for `STALL` while audio waits is taken as gone.
     pulled: u64,
@@ -150,6 +164,12 @@ pub struct DeviceSink {
     device: Option<String>,
     open: Option<Open>,
     underruns_before: u64,
+    gaps_before: u64,
+    /// What the next open is for.
+    latency: OutputLatency,
+    /// The period a live stream opens with: grown after gaps.
+    live_period_ms: u32,
+    clean_live_opens: u32,
 }
 
 impl std::fmt::Debug for DeviceSink {
@@ -180,7 +200,16 @@ impl DeviceSink {
             device,
             open: None,
             underruns_before: 0,
+            gaps_before: 0,
+            latency: OutputLatency::Live,
+            live_period_ms: env_ms("WALKIE_OUTPUT_PERIOD_MS").unwrap_or(OUTPUT_PERIOD_MS),
+            clean_live_opens: 0,
         }
+    }
+
+    /// Gaps the device filled with silence (its callback came late) so far.
+    pub fn gaps(&self) -> u64 {
+        self.gaps_before + self.open.as_ref().map_or(0, |o| o.gaps.gaps())
     }
 
     /// Device underruns (the ring ran dry while playing) so far.
@@ -194,7 +223,11 @@ impl DeviceSink {
 
     fn open(&mut self) -> Result<&mut Open> {
         if self.open.is_none() {
-            let opened = open_device(self.device.as_deref())?;
+            let period_ms = match self.latency {
+                OutputLatency::Live => self.live_period_ms,
+                OutputLatency::Relaxed => RELAXED_PERIOD_MS.max(self.live_period_ms),
+            };
+            let opened = open_device(self.device.as_deref(), self.latency, period_ms)?;
             self.open = Some(opened);
         }
         // Just set above.
@@ -207,18 +240,55 @@ impl DeviceSink {
     fn close(&mut self) {
         if let Some(open) = self.open.take() {
             open.shared.closed.store(true, Ordering::Relaxed);
-            self.underruns_before += open.shared.underruns.load(Ordering::Relaxed);
+            let underruns = open.shared.underruns.load(Ordering::Relaxed);
+            self.underruns_before += underruns;
+            self.gaps_before += open.gaps.gaps();
+            let pulled = open.shared.played.load(Ordering::Relaxed);
             tracing::info!(
-                pulled_samples = open.shared.played.load(Ordering::Relaxed),
-                underruns = open.shared.underruns.load(Ordering::Relaxed),
+                pulled_samples = pulled,
+                open_ms = open.opened_at.elapsed().as_millis() as u64,
+                underruns,
+                gaps = open.gaps.gaps(),
+                gap_ms = open.gaps.gap_ms().round() as u64,
                 ahead_samples = open.ahead_samples,
+                latency = ?open.latency,
+                period_ms = open.period_ms,
                 "output closed"
+            );
+            self.adapt_live_period(&open, underruns);
+        }
+    }
+
+    /// A live stream that left gaps makes the next one buffer twice as
+    /// much (up to the relaxed period); enough clean ones in a row halve
+    /// it again.
+    fn adapt_live_period(&mut self, open: &Open, underruns: u64) {
+        if open.latency != OutputLatency::Live || open.period_ms.is_none() {
+            return;
+        }
+        let base = env_ms("WALKIE_OUTPUT_PERIOD_MS").unwrap_or(OUTPUT_PERIOD_MS);
+        let before = self.live_period_ms;
+        if open.gaps.gaps() > 0 {
+            self.clean_live_opens = 0;
+            self.live_period_ms = (before * 2).min(RELAXED_PERIOD_MS.max(base));
+        } else if underruns == 0 {
+            self.clean_live_opens += 1;
+            if self.clean_live_opens >= CLEAN_OPENS_TO_SHRINK {
+                self.clean_live_opens = 0;
+                self.live_period_ms = (before / 2).max(base);
+            }
+        }
+        if self.live_period_ms != before {
+            tracing::info!(
+                from_ms = before,
+                to_ms = self.live_period_ms,
+                "live output period changed (gaps grow it, clean talks shrink it)"
             );
         }
     }
 }
 
-fn open_device(name: Option<&str>) -> Result<Open> {
+fn open_device(name: Option<&str>, latency: OutputLatency, period_ms: u32) -> Result<Open> {
     let (host, device) =
         audio_host::find_device(name, false).ok_or_else(|| DeviceError::NotFound {
             kind: "output",
@@ -253,10 +323,11 @@ fn open_device(name: Option<&str>) -> Result<Open> {
     // pulse plugin fail with I/O errors on every period.
     // Through the native PulseAudio host a short buffer works: ask for it.
     let mut builder = builder()?;
-    if audio_host::is_pulseaudio(&host) {
-        let ms = env_ms("WALKIE_OUTPUT_PERIOD_MS").unwrap_or(OUTPUT_PERIOD_MS);
+    let pulse = audio_host::is_pulseaudio(&host);
+    if pulse {
         let rate = builder_rate(&device).unwrap_or(SAMPLE_RATE);
-        builder = builder.with_buffer_size(cpal::BufferSize::Fixed((rate * ms / 1000).max(1)));
+        builder =
+            builder.with_buffer_size(cpal::BufferSize::Fixed((rate * period_ms / 1000).max(1)));
     }
     let mut sink = builder
         .with_error_callback(on_error)
@@ -294,10 +365,15 @@ fn open_device(name: Option<&str>) -> Result<Open> {
         host = host.id().name(),
         config = ?sink.config(),
         ahead_samples,
+        ?latency,
         "output opened"
     );
     Ok(Open {
         _device: sink,
+        latency,
+        period_ms: pulse.then_some(period_ms),
+        gaps: GapDetector::new(SAMPLE_RATE, (period * 1000 / SAMPLE_RATE as usize) as f64),
+        opened_at: std::time::Instant::now(),
         tx,
         shared,
         ahead_samples,
@@ -336,6 +412,13 @@ impl FrameSink for DeviceSink {
         if pulled != open.pulled {
             open.pulled = pulled;
             open.pulled_at = std::time::Instant::now();
+        }
+        let now_ms = open.opened_at.elapsed().as_secs_f64() * 1000.0;
+        if let Some(gap_ms) = open.gaps.check(now_ms, pulled) {
+            tracing::info!(
+                gap_ms = gap_ms.round() as u64,
+                "the device played silence: its callback came late"
+            );
         }
         let stalled = open.pulled_at.elapsed() >= STALL;
         if stalled {
@@ -390,6 +473,10 @@ impl FrameSink for DeviceSink {
 
     fn is_open(&self) -> bool {
         self.open.is_some()
+    }
+
+    fn prefer_latency(&mut self, latency: OutputLatency) {
+        self.latency = latency;
     }
 }
 

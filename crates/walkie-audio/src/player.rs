@@ -24,7 +24,7 @@ use std::{
 use crate::{
     codec::{OpusDecoder, FRAME_SAMPLES},
     cues::{self, Cue, CueSettings},
-    frames::{f32_to_i16, i16_to_f32, Frame, FrameSink},
+    frames::{f32_to_i16, i16_to_f32, Frame, FrameSink, OutputLatency},
     jitter::Playout,
     mixing_queue::{
         GroupSettings, MixingQueue, PersistAction, QueueError, QueueEvent, QueueLimits, TalkMeta,
@@ -623,6 +623,13 @@ impl PlayerThread {
             return self.write_talk(out);
         }
         if self.playing.is_none() {
+            // A stored talk needs no low latency: if it opens the device,
+            // more buffering keeps it whole on a busy machine.
+            self.sink.prefer_latency(if self.queue.current_is_live() {
+                OutputLatency::Live
+            } else {
+                OutputLatency::Relaxed
+            });
             match OpusDecoder::new() {
                 Ok(decoder) => {
                     self.playing = Some(Playing {
@@ -683,6 +690,7 @@ impl PlayerThread {
         let Some(mut playing) = self.playing.take() else {
             return;
         };
+        self.sink.prefer_latency(OutputLatency::Live);
         if playing.frames_out == 0 {
             return;
         }

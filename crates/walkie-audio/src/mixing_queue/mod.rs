@@ -581,6 +581,15 @@ impl MixingQueue {
         Some(talk.summary(self.user_talking))
     }
 
+    /// Whether the current talk plays live (through its jitter buffer), not
+    /// replayed from stored packets.
+    pub fn current_is_live(&self) -> bool {
+        self.current
+            .as_ref()
+            .and_then(|session| self.talks.get(session))
+            .is_some_and(|talk| matches!(talk.mode, Some(Mode::Live { .. })))
+    }
+
     /// Counters and current totals.
     pub fn stats(&self) -> QueueStats {
         QueueStats {
