@@ -10,6 +10,7 @@ mod logging;
 mod mic_test;
 mod portal_hotkey;
 mod radio;
+mod second_start;
 mod session;
 mod settings;
 mod shutdown;
@@ -27,7 +28,7 @@ fn main() -> anyhow::Result<()> {
     let _log_guard = logging::init(&config.data_dir);
     tracing::info!(data_dir = %config.data_dir.display(), "starting walkie-app");
 
-    tauri::Builder::default()
+    let built = tauri::Builder::default()
         // First: a second start only brings the running app's panel up.
         .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
             tracing::info!("second start: showing the running app's panel");
@@ -113,11 +114,18 @@ fn main() -> anyhow::Result<()> {
             session::start(app.handle().clone(), config.clone());
             Ok(())
         })
-        .build(tauri::generate_context!())?
-        .run(|_app, event| {
-            if let tauri::RunEvent::Exit = event {
-                tracing::info!("walkie-app exiting");
-            }
-        });
+        .build(tauri::generate_context!());
+    let app = match built {
+        Ok(app) => app,
+        Err(e) if second_start::is_previous_instance_quitting(&e) => {
+            return second_start::start_again(e);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    app.run(|_app, event| {
+        if let tauri::RunEvent::Exit = event {
+            tracing::info!("walkie-app exiting");
+        }
+    });
     Ok(())
 }

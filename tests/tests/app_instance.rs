@@ -1,7 +1,10 @@
 //! Start-up behaviour of the real app: it logs to a daily file in its data
 //! directory; "Start Walkie when I log in" in the panel writes (and removes)
 //! the desktop session's autostart entry; and a second start of the app does
-//! not run a second Walkie: it exits and the running one shows its panel.
+//! not run a second Walkie: it exits and the running one shows its panel;
+//! a start while the old app is still quitting (its single-instance name
+//! still on the bus, answering nothing) starts once the name is free
+//! instead of failing.
 #![recursion_limit = "256"]
 
 use std::{
@@ -11,12 +14,42 @@ use std::{
 
 use anyhow::{ensure, Result};
 use walkie_tests::{
+    desktop::ChildGuard,
     desktop::Desktop,
     init_tracing,
     secret_service::SecretService,
     webdriver::{app_binary, AppDriver},
     Synapse,
 };
+
+/// An app that is quitting, as a new start meets it on the bus: it owns
+/// the single-instance name and refuses to show its panel.
+struct Quitting;
+
+#[zbus::interface(name = "org.SingleInstance.DBus")]
+impl Quitting {
+    fn execute_callback(&self, _argv: Vec<String>, _cwd: String) -> zbus::fdo::Result<()> {
+        Err(zbus::fdo::Error::Failed("quitting".into()))
+    }
+}
+
+/// Waits until the file at `path` contains `needle` (a log being written
+/// by a process the test started without a pipe).
+async fn wait_for_file_text(path: &std::path::Path, needle: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{needle:?} not in {} within {timeout:?}; it says:\n{text}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 const READY: Duration = Duration::from_secs(90);
 const DOM: Duration = Duration::from_secs(20);
@@ -117,5 +150,48 @@ async fn autostart_toggle_and_a_single_instance() -> Result<()> {
     app.wait_for_log("second start: showing the running app's panel", DOM)
         .await?;
     app.close().await?;
+
+    // A start while the old app quits: its name is still on the bus, and
+    // the call that would show its panel fails. The new app
+    // starts again until the name is free, then runs.
+    // (Taken once the app just closed has left the bus.)
+    let deadline = Instant::now() + DOM;
+    let quitting = loop {
+        match zbus::connection::Builder::address(desktop.bus_address())?
+            .name("org.walkie.desktop.SingleInstance")?
+            .serve_at("/org/walkie/desktop/SingleInstance", Quitting)?
+            .build()
+            .await
+        {
+            Ok(connection) => break connection,
+            Err(zbus::Error::NameTaken) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let log = home.path().join("start-while-quitting.log");
+    let mut start = desktop.command(app_binary()?);
+    start
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?);
+    let mut started = ChildGuard::spawn("walkie-app", &mut start)?;
+    wait_for_file_text(&log, "starting again once it is gone", DOM).await?;
+    ensure!(
+        started.child().try_wait()?.is_none(),
+        "the app gave up while the old one was quitting"
+    );
+    drop(quitting);
+    wait_for_file_text(&log, "walkie-app ready", READY).await?;
+    ensure!(
+        started.child().try_wait()?.is_none(),
+        "the app exited after starting"
+    );
+    // SAFETY: kill(2) on the app this test started.
+    unsafe { libc::kill(started.pid() as libc::pid_t, libc::SIGTERM) };
+    let status = started.child().wait()?;
+    ensure!(status.success(), "the app exited with {status} on SIGTERM");
     Ok(())
 }
