@@ -68,7 +68,7 @@ async fn the_app_says_offline_recovers_and_keeps_unplayed_talks_across_a_crash()
     // (as soon as its first frames are in) with the length received so
     // far. Killed earlier, the rest would come back more than MAX_AGE
     // late, be refused, and the talk kept after the crash would be a
-    // fragment (seen once in CI: 0.18 correlation).
+    // fragment.
     app.wait_for(&item, |t| listed_seconds(t).is_some_and(|s| s >= 1.9), DOM)
         .await?;
 
@@ -122,6 +122,7 @@ async fn the_app_says_offline_recovers_and_keeps_unplayed_talks_across_a_crash()
         "after the crash: played {:.2} s, correlation {corr:.3}",
         played.len() as f64 / 48_000.0
     );
+    keep_audio(&heard, "after the crash")?;
     ensure!(corr >= 0.8, "what played is not bob's talk: {corr:.3}");
     let second_token = app_token(&desk)?;
     app.close().await?;

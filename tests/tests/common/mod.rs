@@ -521,9 +521,11 @@ impl AppDesk {
 
 /// Best correlation of every voiced 0.5 s window of `source` with `heard`,
 /// searched ±100 ms around the alignment of the window before (starting at
-/// `lag`, where the whole talk aligns best; and around `lag` again if that
-/// finds nothing): the jitter buffer's adaptation moves later parts of a
-/// talk by a few 20 ms frames.
+/// `lag`, where the whole talk aligns best; around `lag` again if that
+/// finds nothing; and over all of `heard` if that finds nothing either: a
+/// loud cue beside the talk can pull the whole talk's best lag off it): the
+/// jitter buffer's adaptation moves later parts of a talk by a few 20 ms
+/// frames.
 pub fn windowed_match(source: &[i16], heard: &[i16], lag: isize) -> Vec<f64> {
     windowed_alignment(source, heard, lag)
         .into_iter()
@@ -579,6 +581,12 @@ pub fn windowed_alignment(source: &[i16], heard: &[i16], lag: isize) -> Vec<Wind
             let (c, f) = search(lag);
             if c > corr {
                 (corr, found) = (c, f);
+            }
+        }
+        if corr < 0.5 {
+            let (c, at) = normalised_cross_correlation(w, heard, heard.len().max(1) - 1);
+            if c > corr {
+                (corr, found) = (c, at - i as isize * WINDOW as isize);
             }
         }
         if corr > 0.5 {
@@ -921,8 +929,23 @@ pub async fn bob_talk_played_live(
     let (closed, _) = app
         .wait_for_log_after(played, &["output closed"], STEP)
         .await?;
-    Ok((
-        closed,
-        walkie_audio::wav::read_wav_mono_48k(recorder.stop()?)?,
-    ))
+    let heard = recorder.stop()?;
+    keep_audio(&heard, label)?;
+    Ok((closed, walkie_audio::wav::read_wav_mono_48k(heard)?))
+}
+
+/// With `WALKIE_KEEP_AUDIO=DIR`, copies a recording there as `LABEL.wav`
+/// (to look at a failed judgement afterwards; the test's files go).
+pub fn keep_audio(wav: &Path, label: &str) -> Result<()> {
+    if let Some(dir) = std::env::var_os("WALKIE_KEEP_AUDIO") {
+        let dir = Path::new(&dir);
+        std::fs::create_dir_all(dir)?;
+        let name: String = label
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        std::fs::copy(wav, dir.join(format!("{name}.wav")))
+            .with_context(|| format!("keeping {}", wav.display()))?;
+    }
+    Ok(())
 }
