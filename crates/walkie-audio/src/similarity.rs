@@ -57,12 +57,12 @@ pub fn normalised_cross_correlation<T: Copy + Into<f32>>(
     let b: Vec<f32> = b.iter().map(|&x| x.into()).collect();
     let max_lag = isize::try_from(max_lag_samples).unwrap_or(isize::MAX);
     let full = Scorer::new(a, b);
-    let Some(max_lag) = full.clamp_lag(max_lag) else {
+    let Some((min_lag, max_lag)) = full.lag_range(max_lag) else {
         return (0.0, 0);
     };
-    let lags = (2 * max_lag.unsigned_abs() as u128) + 1;
+    let lags = (max_lag - min_lag).unsigned_abs() as u128 + 1;
     if lags * full.a.len().min(full.b.len()) as u128 <= BRUTE_FORCE_LIMIT {
-        return full.best_in(-max_lag, max_lag).unwrap_or((0.0, 0));
+        return full.best_in(min_lag, max_lag).unwrap_or((0.0, 0));
     }
 
     // Stage 1: envelopes at 1 kHz over the whole lag range.
@@ -70,8 +70,9 @@ pub fn normalised_cross_correlation<T: Copy + Into<f32>>(
         centred(envelope(&full.a, ENVELOPE_FACTOR)),
         centred(envelope(&full.b, ENVELOPE_FACTOR)),
     );
+    let env_min = -ceil_div(-min_lag, ENVELOPE_FACTOR as isize);
     let env_max = ceil_div(max_lag, ENVELOPE_FACTOR as isize);
-    let mut scored: Vec<(f64, isize)> = (-env_max..=env_max)
+    let mut scored: Vec<(f64, isize)> = (env_min..=env_max)
         .filter_map(|lag| env.score(lag).map(|s| (s, lag)))
         .collect();
     scored.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.abs().cmp(&y.1.abs())));
@@ -88,11 +89,12 @@ pub fn normalised_cross_correlation<T: Copy + Into<f32>>(
     // Stage 2: 8 kHz around each candidate.
     let mid = Scorer::new(decimate(&full.a, MID_FACTOR), decimate(&full.b, MID_FACTOR));
     let ratio = (ENVELOPE_FACTOR / MID_FACTOR) as isize;
+    let mid_min = -ceil_div(-min_lag, MID_FACTOR as isize);
     let mid_max = ceil_div(max_lag, MID_FACTOR as isize);
     let mut best_mid: Option<(f64, isize)> = None;
     for c in candidates {
         let centre = c * ratio;
-        let lo = (centre - MID_WINDOW).max(-mid_max);
+        let lo = (centre - MID_WINDOW).max(mid_min);
         let hi = (centre + MID_WINDOW).min(mid_max);
         if let Some(found) = mid.best_in(lo, hi) {
             if best_mid
@@ -105,7 +107,7 @@ pub fn normalised_cross_correlation<T: Copy + Into<f32>>(
     let centre = best_mid.map_or(0, |(_, lag)| lag * MID_FACTOR as isize);
 
     // Stage 3: full rate around the 8 kHz lag.
-    let lo = (centre - FINE_WINDOW).max(-max_lag);
+    let lo = (centre - FINE_WINDOW).max(min_lag);
     let hi = (centre + FINE_WINDOW).min(max_lag);
     full.best_in(lo, hi).unwrap_or((0.0, 0))
 }
@@ -148,16 +150,21 @@ impl Scorer {
         (end >= start && end - start >= self.min_overlap).then_some((start, end))
     }
 
-    /// The largest `|lag| ≤ max_lag` that still leaves enough overlap both
-    /// ways, or `None` when even lag 0 does not.
-    fn clamp_lag(&self, max_lag: isize) -> Option<isize> {
+    /// The lags within `±max_lag` that leave enough overlap, as
+    /// `(lowest, highest)`: each way on its own, so a short signal is found
+    /// anywhere in a long one. `None` when even lag 0 does not.
+    fn lag_range(&self, max_lag: isize) -> Option<(isize, isize)> {
         self.overlap(0)?;
-        let longest = self.a.len().max(self.b.len());
-        let mut lag = max_lag.min(isize::try_from(longest).unwrap_or(isize::MAX));
-        while lag > 0 && (self.overlap(lag).is_none() || self.overlap(-lag).is_none()) {
-            lag -= 1;
-        }
-        Some(lag)
+        let reach = |len: usize| {
+            isize::try_from(len.saturating_sub(self.min_overlap))
+                .unwrap_or(isize::MAX)
+                .min(max_lag)
+        };
+        // b[i + lag] for i in 0..a.len(): a positive lag runs into b's end,
+        // a negative one into a's.
+        let (lo, hi) = (-reach(self.a.len()), reach(self.b.len()));
+        debug_assert!(self.overlap(lo).is_some() && self.overlap(hi).is_some());
+        Some((lo, hi))
     }
 
     fn score(&self, lag: isize) -> Option<f64> {
@@ -270,6 +277,20 @@ mod tests {
         let (corr, lag) = normalised_cross_correlation(&a, &a, 100);
         assert_eq!(lag, 0);
         assert!((corr - 1.0).abs() < 1e-9, "{corr}");
+    }
+
+    #[test]
+    fn finds_a_short_signal_late_in_a_long_one() {
+        // A 1 s talk that starts 3.5 s into a 5 s recording: further in
+        // than its own length, which a search symmetric in the lag missed.
+        let a = speech_like(1.0);
+        let b = delayed(&a, 168_000, 240_000);
+        let (corr, found) = normalised_cross_correlation(&a, &b, b.len() - 1);
+        assert_eq!(found, 168_000);
+        assert!(corr > 0.99, "{corr}");
+        let (corr, found) = normalised_cross_correlation(&b, &a, b.len() - 1);
+        assert_eq!(found, -168_000);
+        assert!(corr > 0.99, "{corr}");
     }
 
     #[test]
