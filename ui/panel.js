@@ -25,6 +25,12 @@ let verifying = false;
 // The identity-changed list as last drawn (redrawn only when it changes).
 let drawnIdentityChanged = "";
 let groups = [];
+// The group list as last drawn, but for who holds each floor (that changes
+// twice a talk and is set in place): an unchanged list is not rebuilt, as
+// rebuilding its controls on every status costs the webview memory.
+let drawnGroups = "";
+// The other rooms as last listed.
+let drawnRooms = "";
 // The app's clock minus ours, so countdowns follow the app's clock.
 let clockOffset = 0;
 
@@ -267,7 +273,9 @@ async function refreshUnplayed() {
   );
 }
 
-async function refreshGroups() {
+// Reads the groups and draws them; `force` after the user changed a
+// control, so that it shows what applies even if nothing changed.
+async function refreshGroups(force = false) {
   try {
     groups = await invoke("groups");
     const apps = groups.length ? groups[0].now_ms : Date.now();
@@ -275,9 +283,12 @@ async function refreshGroups() {
   } catch (e) {
     groups = [];
   }
-  renderGroups();
+  renderGroups(force);
   try {
     const rooms = await invoke("other_rooms");
+    const key = JSON.stringify(rooms);
+    if (!force && key === drawnRooms) return;
+    drawnRooms = key;
     const select = $("other-rooms");
     select.replaceChildren(
       ...rooms.map((r) => {
@@ -306,12 +317,22 @@ function editingGroups() {
 // A redraw waited for the user to leave a control.
 let groupsRedrawPending = false;
 
-function renderGroups() {
+function renderGroups(force = false) {
   if (editingGroups()) {
     groupsRedrawPending = true;
     return;
   }
   groupsRedrawPending = false;
+  const key = JSON.stringify(groups.map(({ holder, now_ms, ...rest }) => rest));
+  if (!force && key === drawnGroups) {
+    for (const g of groups) {
+      const li = $("groups").querySelector(`.group[data-room="${CSS.escape(g.room_id)}"]`);
+      const holder = li && li.querySelector(".holder");
+      if (holder) holder.textContent = g.holder ? `${g.holder} is talking` : "";
+    }
+    return;
+  }
+  drawnGroups = key;
   const list = $("groups");
   const template = $("group-template");
   $("no-groups").hidden = groups.length > 0;
@@ -335,18 +356,18 @@ function renderGroups() {
         button.addEventListener("click", async () => {
           const minutes = button.dataset.minutes === "" ? null : Number(button.dataset.minutes);
           await call("grant_consent", { room: g.room_id, minutes });
-          await refreshGroups();
+          await refreshGroups(true);
         });
       }
       li.querySelector(".grant-custom").addEventListener("click", async () => {
         const minutes = Number(li.querySelector(".custom-minutes").value);
         if (!(minutes >= 1 && minutes <= 1440)) return showError("Give 1 to 1440 minutes");
         await call("grant_consent", { room: g.room_id, minutes });
-        await refreshGroups();
+        await refreshGroups(true);
       });
       li.querySelector(".revoke").addEventListener("click", async () => {
         await call("revoke_consent", { room: g.room_id });
-        await refreshGroups();
+        await refreshGroups(true);
       });
       const recordings = li.querySelector(".recordings");
       recordings.value = g.recordings;
@@ -357,7 +378,7 @@ function renderGroups() {
       recordings.addEventListener("change", async () => {
         // A refusal is shown by `call`; the list then shows what applies.
         await call("set_recordings", { room: g.room_id, mode: recordings.value }).catch(() => {});
-        await refreshGroups();
+        await refreshGroups(true);
       });
       renderPlayback(li, g);
       const others = g.devices.filter((d) => !d.mine);
@@ -385,7 +406,7 @@ function renderGroups() {
           () => {},
         );
         input.blur();
-        await refreshGroups();
+        await refreshGroups(true);
       });
       li.querySelector(".excluded").replaceChildren(
         ...g.excluded.map((x) => {
@@ -417,7 +438,7 @@ function renderPlayback(li, g) {
   const save = async (change) => {
     await call("set_group_playback", { room: g.room_id, ...change }).catch(() => {});
     volume.blur();
-    await refreshGroups();
+    await refreshGroups(true);
   };
   volume.addEventListener("input", () => (text.textContent = `${volume.value} %`));
   volume.addEventListener("change", () => save({ volume: Number(volume.value) / 100 }));
@@ -448,7 +469,7 @@ function renderMember(m) {
   volume.addEventListener("change", async () => {
     await call("set_person_volume", { user: m.user_id, volume: Number(volume.value) / 100 }).catch(() => {});
     volume.blur();
-    await refreshGroups();
+    await refreshGroups(true);
   });
   item.append(who, volume, text);
   return item;
@@ -609,7 +630,7 @@ window.addEventListener("DOMContentLoaded", async () => {
   });
   // Drawn once the user leaves a control, if a redraw waited for that.
   $("groups").addEventListener("focusout", () => {
-    if (groupsRedrawPending) setTimeout(renderGroups, 0);
+    if (groupsRedrawPending) setTimeout(() => renderGroups(true), 0);
   });
   const talk = $("talk");
   const press = (event) => {
