@@ -14,17 +14,6 @@ use walkie_tests::{speech_wav, Synapse};
 mod common;
 use common::*;
 
-fn signal(pid: u32, sig: libc::c_int) -> Result<()> {
-    // SAFETY: kill(2) on the pid of a child process this test started.
-    let r = unsafe { libc::kill(pid as libc::pid_t, sig) };
-    ensure!(
-        r == 0,
-        "kill({pid}, {sig}): {}",
-        std::io::Error::last_os_error()
-    );
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_listener_drops_stale_talks_and_hears_the_next() -> Result<()> {
     let hs = Synapse::start().await?;

@@ -949,3 +949,16 @@ pub fn keep_audio(wav: &Path, label: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Sends `sig` to the child process `pid` (SIGSTOP and SIGCONT stand in
+/// for a process the machine did not schedule).
+pub fn signal(pid: u32, sig: libc::c_int) -> Result<()> {
+    // SAFETY: kill(2) on the pid of a child process this test started.
+    let r = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    ensure!(
+        r == 0,
+        "kill({pid}, {sig}): {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
