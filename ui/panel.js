@@ -317,6 +317,11 @@ function editingGroups() {
 // A redraw waited for the user to leave a control.
 let groupsRedrawPending = false;
 
+// Who holds a group's floor, as its row says it.
+function holderText(g) {
+  return g.holder ? `${g.holder} is talking` : "";
+}
+
 function renderGroups(force = false) {
   if (editingGroups()) {
     groupsRedrawPending = true;
@@ -328,7 +333,7 @@ function renderGroups(force = false) {
     for (const g of groups) {
       const li = $("groups").querySelector(`.group[data-room="${CSS.escape(g.room_id)}"]`);
       const holder = li && li.querySelector(".holder");
-      if (holder) holder.textContent = g.holder ? `${g.holder} is talking` : "";
+      if (holder) holder.textContent = holderText(g);
     }
     return;
   }
@@ -344,7 +349,7 @@ function renderGroups(force = false) {
       const radio = li.querySelector("input[type=radio]");
       radio.checked = g.talk_room;
       radio.addEventListener("change", () => call("set_talk_room", { room: g.room_id }));
-      li.querySelector(".holder").textContent = g.holder ? `${g.holder} is talking` : "";
+      li.querySelector(".holder").textContent = holderText(g);
       const mine = g.devices.find((d) => d.mine);
       li.querySelector(".mine").textContent = mine
         ? mine.expires_ts ? "Consenting, ends in" : "Consenting until revoked"
