@@ -439,7 +439,9 @@ impl FrameSink for DeviceSink {
                     period_ms = open.period_ms,
                     "reopening the live output with a longer period: its callbacks keep coming late"
                 );
-                // `close` grows the live period; the next write opens anew.
+                // `close` grows the live period; open again at once, so the
+                // player goes on with the frame it holds (a failed open is
+                // reported like any lost device).
                 self.close();
                 return Ok(self.open()?.ahead_samples);
             }
