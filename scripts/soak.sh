@@ -2,7 +2,9 @@
 # Soak (issue 13): alice talks every EVERY seconds for DURATION seconds to
 # LISTENERS listening devices (`walkie listen`, one user each) and, unless
 # APP=0, to the desktop app (under Xvfb with gnome-keyring and a private
-# PulseAudio, playing every talk); everyone on one throw-away Synapse or,
+# PulseAudio, playing every talk; started in the tray as the desktop
+# session's autostart starts it, or with PANEL=open its panel on screen
+# throughout); everyone on one throw-away Synapse or,
 # with FEDERATED=1, the listeners and the app on a second Synapse 1 s
 # one-way from alice's. Every 5 s the resident memory and CPU of each
 # listener, the app and its webview processes are sampled. At the end it
@@ -16,11 +18,12 @@
 #   bash scripts/soak.sh                        # 1 hour, 2 listeners and the app
 #   FEDERATED=1 bash scripts/soak.sh            # across two servers 1 s apart
 #   APP=0 bash scripts/soak.sh                  # the CLI listeners only
+#   PANEL=open bash scripts/soak.sh             # the app's panel on screen
 #   DURATION=600 bash scripts/soak.sh           # 10 minutes
 #
 # Knobs: DURATION (3600) s, EVERY (10) s between talk starts, TALK_S (3) s
-# per talk, LISTENERS (2), APP (1), FEDERATED (0), WALKIE (a walkie binary
-# instead of building the release CLI), WALKIE_APP_BIN (default: the debug
+# per talk, LISTENERS (2), APP (1), PANEL (tray, or open), FEDERATED (0),
+# WALKIE (a walkie binary instead of building the release CLI), WALKIE_APP_BIN (default: the debug
 # app, built), OUT (docs/soak.json), PLOT (docs/soak.png; empty: no plot),
 # CHECK=1 (exit 1 when a talk failed, was not posted, not saved whole by
 # every listener or not played by the app: the test command's 2-minute

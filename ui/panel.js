@@ -29,6 +29,8 @@ let groups = [];
 // twice a talk and is set in place): an unchanged list is not rebuilt, as
 // rebuilding its controls on every status costs the webview memory.
 let drawnGroups = "";
+// The status the unplayed talks were last read for.
+let readUnplayedFor = "";
 // The other rooms as last listed.
 let drawnRooms = "";
 // The app's clock minus ours, so countdowns follow the app's clock.
@@ -106,7 +108,15 @@ function render(s) {
   if (signedIn) {
     showError(s.error || "");
     refreshGroups();
-    refreshUnplayed();
+    // Re-read only when the queue changed (or who or which groups: the
+    // list names them), not for every status.
+    const unplayedFor = JSON.stringify([s.queue_version, s.user_id, s.groups]);
+    if (unplayedFor !== readUnplayedFor) {
+      readUnplayedFor = unplayedFor;
+      refreshUnplayed();
+    }
+  } else {
+    readUnplayedFor = "";
   }
 }
 
@@ -482,6 +492,9 @@ function renderMember(m) {
 
 // Every second: countdowns of this device and the others.
 function tick() {
+  // Closed to the tray: nobody reads the countdowns (shown again, the
+  // panel gets a status and the next tick draws them).
+  if (document.hidden) return;
   const now = Date.now() + clockOffset;
   for (const el of document.querySelectorAll(".countdown")) {
     el.textContent = el.dataset.expires ? formatRemaining(Number(el.dataset.expires) - now) : "";

@@ -74,6 +74,7 @@ result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine":
           "federated_one_way_ms": setup.get("one_way_ms", 0) if setup.get("federated") else None,
           "talks": len(talks), "talks_failed": sum(1 for t in talks if t.get("failed")),
           "recordings_posted": posted, "listeners": per, "app": app,
+          "app_panel": setup.get("panel") if setup.get("app") else None,
           "webview": mem.get("webview")}
 os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
 json.dump(result, open(out, "w"), indent=2)
@@ -88,6 +89,8 @@ if plot:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], label=f"{name} (slope {mem[name]['slope_kib_per_hour']} KiB/h)")
     ax.set_xlabel("minutes"); ax.set_ylabel("resident memory (MiB)")
     where = " across two homeservers 1 s apart" if setup.get("federated") else ""
+    if setup.get("app") and setup.get("panel"):
+        where += f", the app's panel {'on screen' if setup['panel'] == 'open' else 'in the tray'}"
     ax.set_title(f"a {talk_s:g} s talk every {every} s for {duration / 60:.0f} min{where}")
     ax.legend(fontsize="small"); fig.tight_layout(); fig.savefig(plot, dpi=100)
 

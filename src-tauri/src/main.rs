@@ -20,6 +20,15 @@ mod trust;
 
 use tauri::{webview::PageLoadEvent, Manager, WindowEvent};
 
+/// Start in the tray with the panel hidden (as the desktop session's
+/// autostart does); the tray's "Open" shows it.
+const IN_TRAY_ARG: &str = "--hidden";
+
+/// Whether a start's arguments (program name first) ask for the tray only.
+fn starts_in_tray(args: &[String]) -> bool {
+    args.iter().skip(1).any(|a| a == IN_TRAY_ARG)
+}
+
 fn main() -> anyhow::Result<()> {
     walkie_core::make_created_files_private();
     let config = config::AppConfig::from_env()?;
@@ -30,7 +39,12 @@ fn main() -> anyhow::Result<()> {
 
     let built = tauri::Builder::default()
         // First: a second start only brings the running app's panel up.
-        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
+        .plugin(tauri_plugin_single_instance::init(|app, args, _cwd| {
+            if starts_in_tray(&args) {
+                // The desktop session starting again: it stays in the tray.
+                tracing::info!("second start in the tray: nothing to show");
+                return;
+            }
             tracing::info!("second start: showing the running app's panel");
             tray::on_menu(app, "open");
         }))
@@ -39,6 +53,8 @@ fn main() -> anyhow::Result<()> {
         .plugin(
             tauri_plugin_autostart::Builder::new()
                 .app_name("walkie")
+                // Started with the desktop session: in the tray, no panel.
+                .arg(IN_TRAY_ARG)
                 .build(),
         )
         .manage(status::SharedStatus::default())
@@ -101,6 +117,9 @@ fn main() -> anyhow::Result<()> {
         })
         .setup(move |app| {
             tray::create(app.handle())?;
+            if !starts_in_tray(&std::env::args().collect::<Vec<_>>()) {
+                tray::show_panel(app.handle());
+            }
             let cues = config.cues;
             let tail_ms = config.release_tail.as_millis() as u64;
             app.state::<status::SharedStatus>()
@@ -128,4 +147,22 @@ fn main() -> anyhow::Result<()> {
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn only_the_tray_argument_starts_in_the_tray() {
+        assert!(starts_in_tray(&args(&["walkie-app", "--hidden"])));
+        assert!(!starts_in_tray(&args(&["walkie-app"])));
+        // The program's own name is not an argument.
+        assert!(!starts_in_tray(&args(&["--hidden"])));
+        assert!(!starts_in_tray(&args(&["walkie-app", "--hide"])));
+    }
 }

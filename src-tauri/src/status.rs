@@ -205,13 +205,28 @@ impl SharedStatus {
             s.clone()
         };
         crate::tray::show_status(app, &snapshot);
-        if let Err(e) = app.emit("status", &snapshot) {
-            tracing::warn!(error = %e, "could not send the status to the panel");
+        if crate::tray::panel_shown(app) {
+            send_to_panel(app, &snapshot);
         }
+    }
+
+    /// Brings a panel just shown up to date (it was told nothing while
+    /// hidden).
+    pub fn send_to_panel(&self, app: &AppHandle) {
+        send_to_panel(app, &self.get());
     }
 
     pub fn get(&self) -> Status {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Tells the panel. Only while it is shown: a hidden panel (the app in the
+/// tray, most of its life) would redraw for every talk that nobody sees,
+/// and the webview's memory creeps with its redraws.
+fn send_to_panel(app: &AppHandle, snapshot: &Status) {
+    if let Err(e) = app.emit("status", snapshot) {
+        tracing::warn!(error = %e, "could not send the status to the panel");
     }
 }
 

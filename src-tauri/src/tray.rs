@@ -158,12 +158,22 @@ pub fn on_menu(app: &AppHandle, id: &str) {
     }
 }
 
-fn show_panel(app: &AppHandle) {
+/// Shows the panel and brings it up to date.
+pub fn show_panel(app: &AppHandle) {
     if let Some(window) = app.get_webview_window(PANEL) {
         if let Err(e) = window.show().and_then(|_| window.set_focus()) {
             tracing::warn!(error = %e, "could not show the panel");
         }
     }
+    // It heard nothing while hidden.
+    app.state::<crate::status::SharedStatus>()
+        .send_to_panel(app);
+}
+
+/// Whether the panel window is on screen (shown, not closed to the tray).
+pub fn panel_shown(app: &AppHandle) -> bool {
+    app.get_webview_window(PANEL)
+        .is_some_and(|w| w.is_visible().unwrap_or(true))
 }
 
 /// Redraws tooltip, icon and (when its content changed) the menu.

@@ -5,7 +5,9 @@
 //! alice talks (a `walkie talk` every EVERY s, TALK_S s of speech) for
 //! DURATION s to LISTENERS listening devices (`walkie listen`, one user
 //! each) and, unless APP=0, to the desktop app (signed in as carol under
-//! Xvfb with gnome-keyring and a private PulseAudio, playing every talk).
+//! Xvfb with gnome-keyring and a private PulseAudio, playing every talk;
+//! PANEL=tray starts it as the desktop session's autostart does, its panel
+//! closed, PANEL=open with the panel on screen throughout).
 //! With FEDERATED=1 the listeners and the app are on a second homeserver
 //! 1 s one-way away from alice's (two federating Synapses behind delay
 //! proxies), else everyone is on one Synapse. Every 5 s the resident memory
@@ -52,6 +54,8 @@ struct Knobs {
     listeners: usize,
     federated: bool,
     app: bool,
+    /// The app's panel on screen throughout (else closed, in the tray).
+    panel_open: bool,
 }
 
 fn knob<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
@@ -72,6 +76,11 @@ fn knobs() -> Result<Knobs> {
         listeners: knob("LISTENERS", 2)?,
         federated: knob("FEDERATED", 0u8)? == 1,
         app: knob("APP", 1u8)? == 1,
+        panel_open: match knob("PANEL", "tray".to_owned())?.as_str() {
+            "tray" => false,
+            "open" => true,
+            other => bail!("PANEL={other}: tray or open"),
+        },
     })
 }
 
@@ -275,9 +284,15 @@ async fn main() -> Result<()> {
             ]
             .map(|(k, v)| (k.to_owned(), v)),
         );
-        let app = AppDriver::start(&desktop, &app_binary()?, env).await?;
-        app.wait_for_log("walkie-app ready", limit).await?;
-        app.wait_for("#state", |t| t == "online", limit).await?;
+        let args: &[&str] = if k.panel_open { &[] } else { &["--hidden"] };
+        let app = AppDriver::start_with_args(&desktop, &app_binary()?, args, env).await?;
+        let ready = app.wait_for_log("walkie-app ready", limit).await?;
+        if !ready.contains("Online") {
+            bail!("the app is ready but not online: {ready}");
+        }
+        if k.panel_open {
+            app.wait_for("#state", |t| t == "online", limit).await?;
+        }
         let pid = app.app_pid().context("the app's pid")?;
         sampled.push(Sampled::Process("app".into(), pid));
         sampled.push(Sampled::ChildrenOf("webview".into(), pid));
@@ -287,7 +302,8 @@ async fn main() -> Result<()> {
         k.work.join("setup.json"),
         serde_json::to_vec_pretty(&serde_json::json!({
             "federated": k.federated, "one_way_ms": if k.federated { 1000 } else { 0 },
-            "app": k.app, "listeners": k.listeners, "room": room,
+            "app": k.app, "panel": if k.panel_open { "open" } else { "tray" },
+            "listeners": k.listeners, "room": room,
         }))?,
     )?;
 

@@ -261,6 +261,20 @@ impl AppDriver {
         K: AsRef<OsStr>,
         V: AsRef<OsStr>,
     {
+        Self::start_with_args(desktop, app, &[], env).await
+    }
+
+    /// [`AppDriver::start`], the app started with `args`.
+    pub async fn start_with_args<K, V>(
+        desktop: &Desktop,
+        app: &Path,
+        args: &[&str],
+        env: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self>
+    where
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
         let port = free_loopback_port()?;
         let native_port = free_loopback_port()?;
         let mut cmd = desktop.command(tauri_driver_binary()?);
@@ -339,7 +353,7 @@ impl AppDriver {
 
         let caps = json!({"capabilities": {"alwaysMatch": {"tauri:options": {
             "application": app,
-            "args": [],
+            "args": args,
         }}}});
         // WebKitWebDriver waits for the app's webview however long it takes,
         // even when the app has exited: watch the app process meanwhile.

@@ -1,7 +1,8 @@
 //! Start-up behaviour of the real app: it logs to a daily file in its data
-//! directory; "Start Walkie when I log in" in the panel writes (and removes)
-//! the desktop session's autostart entry; and a second start of the app does
-//! not run a second Walkie: it exits and the running one shows its panel;
+//! directory; "Start Walkie when I log in" in the panel writes (and
+//! removes) the desktop session's autostart entry, which starts it in the
+//! tray; and a second start of the app does not run a second Walkie: it
+//! exits and the running one shows its panel;
 //! a start while the old app is still quitting (its single-instance name
 //! still on the bus, answering nothing) starts once the name is free
 //! instead of failing.
@@ -134,6 +135,11 @@ async fn autostart_toggle_and_a_single_instance() -> Result<()> {
     ensure!(
         desktop_file.contains("walkie-app"),
         "entry does not start walkie-app"
+    );
+    // Logging in starts it in the tray, without opening the panel.
+    ensure!(
+        desktop_file.contains("--hidden"),
+        "entry does not start Walkie in the tray"
     );
     app.find("#autostart").await?.click().await?;
     wait_file(false).await?;
