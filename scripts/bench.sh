@@ -40,6 +40,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+source scripts/lib/bench-common.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/walkie/target}"
 RESULTS="${RESULTS:-$PWD/docs/bench-results.jsonl}"
 COUNTS="${COUNTS:-1 5 10 20 50}"
@@ -48,13 +49,7 @@ OLM_COUNTS="${OLM_COUNTS:-1 5 10}"
 ONLY="${ONLY:-walkie mumble chunked fanout audio idle collision flood}"
 [[ ${1:-} == report ]] && ONLY=""
 
-# The report's plot needs matplotlib: a small venv of its own, once.
-BENCH_VENV="$WALKIE_CACHE/bench-venv"
-if ! "$BENCH_VENV/bin/python" -c 'import matplotlib' 2>/dev/null; then
-  say "installing matplotlib into $BENCH_VENV (pip, once)"
-  /usr/bin/python3 -m venv "$BENCH_VENV" || die "python3 -m venv failed"
-  "$BENCH_VENV/bin/pip" install --quiet matplotlib || die "pip install matplotlib failed (above)"
-fi
+ensure_plot_venv
 
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 # The steps, for the progress display.

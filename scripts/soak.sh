@@ -38,11 +38,7 @@ export DURATION="${DURATION:-3600}" EVERY="${EVERY:-10}" TALK_S="${TALK_S:-3}"
 export LISTENERS="${LISTENERS:-2}" APP="${APP:-1}" FEDERATED="${FEDERATED:-0}"
 OUT="${OUT:-$PWD/docs/soak.json}"
 PLOT="${PLOT-$PWD/docs/soak.png}"
-BENCH_VENV="$WALKIE_CACHE/bench-venv"
-if [[ -n $PLOT ]]; then
-  "$BENCH_VENV/bin/python" -c 'import matplotlib' 2>/dev/null \
-    || die "the plot needs matplotlib in $BENCH_VENV: run 'bash scripts/bench.sh report' once (or PLOT= for none)"
-fi
+[[ -z $PLOT ]] || ensure_plot_venv
 
 bench_walkie_cli
 export WALKIE_CLI_BIN="$WALKIE"

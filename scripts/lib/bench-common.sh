@@ -2,6 +2,7 @@
 # (issue 11); sourced after scripts/setup.sh and scripts/local-homeserver.sh,
 # not run. Needs say and die (setup.sh) and PY (a Python 3).
 #
+#   ensure_plot_venv          matplotlib in BENCH_VENV, installed once.
 #   bench_walkie_cli          sets WALKIE: $WALKIE when given (checked), else
 #       builds the release CLI.
 #   bench_workdir PREFIX      WORK (a short path under /tmp: PulseAudio's
@@ -96,4 +97,15 @@ bench_wait_listening() {
     done
     grep -q '"listening"' "$WORK/listen$i.jsonl" || die "listener $i not listening after $secs s"
   done
+}
+
+# The plots need matplotlib: a small venv of its own ($BENCH_VENV),
+# installed once.
+BENCH_VENV="$WALKIE_CACHE/bench-venv"
+ensure_plot_venv() {
+  if ! "$BENCH_VENV/bin/python" -c 'import matplotlib' 2>/dev/null; then
+    say "installing matplotlib into $BENCH_VENV (pip, once)"
+    /usr/bin/python3 -m venv "$BENCH_VENV" || die "python3 -m venv failed"
+    "$BENCH_VENV/bin/pip" install --quiet matplotlib || die "pip install matplotlib failed (above)"
+  fi
 }
