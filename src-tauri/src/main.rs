@@ -21,7 +21,7 @@ mod trust;
 use tauri::{webview::PageLoadEvent, Manager, WindowEvent};
 
 /// Start in the tray with the panel hidden (as the desktop session's
-/// autostart does); the tray's "Open" shows it.
+/// autostart does); the tray's "Open panel" shows it.
 const IN_TRAY_ARG: &str = "--hidden";
 
 /// Whether a start's arguments (program name first) ask for the tray only.
