@@ -1,11 +1,16 @@
 //! Live talk through a real Synapse with the real CLI: alice (one device)
 //! talks a 5 s speech WAV; bob's consenting device receives audio that
 //! matches the source; bob's other device and carol (no consent) are sent no
-//! walkie message at all.
+//! walkie message at all. And a talk's voice message, a text message or a
+//! receipt in the group does not make a listener re-read the group (one
+//! `room_changed` per talk, in every app, for nothing); a state event does.
 #![recursion_limit = "256"]
 
+use std::time::Duration;
+
 use anyhow::{ensure, Context, Result};
-use serde_json::Value;
+use reqwest::Method;
+use serde_json::{json, Value};
 use walkie_audio::{similarity::normalised_cross_correlation, wav};
 use walkie_tests::{speech_wav, Synapse};
 
@@ -180,5 +185,84 @@ async fn alice_talks_and_only_bobs_consenting_device_hears_it() -> Result<()> {
         (seconds - 5.0).abs() <= 0.1,
         "recording lasts {seconds} s, not 5 s ± 2 %"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_state_events_make_a_listener_re_read_the_group() -> Result<()> {
+    let hs = Synapse::start().await?;
+    let root = tempfile::tempdir()?;
+    let Pair {
+        alice, bob, room, ..
+    } = &pair_in_group(&hs, root.path(), &[]).await?;
+    let speech = root.path().join("speech.wav");
+    speech_wav(&speech, 1.0)?;
+    let speech = speech.to_str().unwrap_or_default();
+    let out = root.path().join("bob-out");
+    let (mut listener, rx) = bob.listen(&[
+        room,
+        "--out",
+        out.to_str().unwrap_or_default(),
+        "--timeout",
+        "120",
+    ])?;
+    let limit = Duration::from_secs(30);
+    let is = |name: &'static str| move |e: &Value| e["event"] == name;
+
+    // The first talk: what bob's start-up re-read comes before its end.
+    alice.ok(&["talk", room, "--wav", speech])?;
+    wait_for(&rx, limit, is("saved"))?;
+    // alice's talk has posted its voice message; then a text message and a
+    // receipt on it, as any client sends them.
+    let token = access_token(alice)?;
+    let (status, sent) = raw_api(
+        &hs,
+        Method::PUT,
+        &token,
+        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t1"),
+        json!({"msgtype": "m.text", "body": "dinner at 7"}),
+    )
+    .await?;
+    ensure!(status.is_success(), "message: {status}");
+    let event_id = sent["event_id"].as_str().context("event_id")?;
+    let (status, _) = raw_api(
+        &hs,
+        Method::POST,
+        &token,
+        &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{event_id}"),
+        json!({}),
+    )
+    .await?;
+    ensure!(status.is_success(), "receipt: {status}");
+    // The second talk's claim reaches bob in a sync no older than those
+    // events, and the engine applies a sync's rooms before its to-device
+    // messages: any re-read they caused is printed before `talk_started`.
+    alice.ok(&["talk", room, "--wav", speech])?;
+    let (_, between) = wait_for(&rx, limit, is("talk_started"))?;
+    let reread: Vec<&Value> = between
+        .iter()
+        .filter(|e| e["event"] == "room_changed")
+        .collect();
+    ensure!(
+        reread.is_empty(),
+        "a voice message, a text message or a receipt re-read the group: {between:?}"
+    );
+    wait_for(&rx, limit, is("saved"))?;
+
+    // A state event does.
+    let (status, _) = raw_api(
+        &hs,
+        Method::PUT,
+        &token,
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/"),
+        json!({"topic": "the kitchen"}),
+    )
+    .await?;
+    ensure!(status.is_success(), "topic: {status}");
+    wait_for(&rx, limit, |e| {
+        e["event"] == "room_changed" && e["room_id"] == room.as_str()
+    })?;
+    listener.kill()?;
+    listener.wait()?;
     Ok(())
 }

@@ -15,7 +15,7 @@ use std::{
 use matrix_sdk::{
     deserialized_responses::{ProcessedToDeviceEvent, VerificationLevel, VerificationState},
     ruma::OwnedRoomId,
-    sync::SyncResponse,
+    sync::{JoinedRoomUpdate, State, SyncResponse},
 };
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -264,7 +264,13 @@ async fn handle_sync(inner: &Arc<Inner>, response: SyncResponse, first: bool) {
             .map(|r| r.room_id().to_owned())
             .collect()
     } else {
-        response.rooms.joined.keys().cloned().collect()
+        response
+            .rooms
+            .joined
+            .iter()
+            .filter(|(_, update)| state_may_have_moved(update))
+            .map(|(id, _)| id.clone())
+            .collect()
     };
     for room_id in changed {
         reload_room(inner, &room_id).await;
@@ -283,6 +289,31 @@ async fn handle_sync(inner: &Arc<Inner>, response: SyncResponse, first: bool) {
     for event in response.to_device {
         handle_to_device(inner, event);
     }
+}
+
+/// Whether a joined room's sync update may change what [`room_state::load`]
+/// reads: a state event (in `state`, or in the timeline when the server
+/// sends state before it), a redaction (it can strip a state event), or a
+/// gap. A voice message, a receipt or typing change nothing there, and a
+/// talk's own recording must not re-read the group on every device.
+fn state_may_have_moved(update: &JoinedRoomUpdate) -> bool {
+    let state = match &update.state {
+        State::Before(events) | State::After(events) => events,
+    };
+    !state.is_empty()
+        || update.timeline.limited
+        || update.timeline.events.iter().any(|event| {
+            let raw = event.raw();
+            raw.get_field::<serde::de::IgnoredAny>("state_key")
+                .ok()
+                .flatten()
+                .is_some()
+                || raw
+                    .get_field::<String>("type")
+                    .ok()
+                    .flatten()
+                    .is_some_and(|t| t == "m.room.redaction")
+        })
 }
 
 /// Reads a room's walkie state from the store into its machine (made on
@@ -608,4 +639,79 @@ fn admit(inner: &Inner, chunk: ValidatedChunk) {
 /// `user (device)` of a claim, for messages.
 pub(super) fn holder_name(claim: &walkie_protocol::floor::Claim) -> String {
     describe(claim)
+}
+
+#[cfg(test)]
+mod tests {
+    use matrix_sdk::{deserialized_responses::TimelineEvent, ruma::serde::Raw};
+    use serde_json::json;
+
+    use super::*;
+
+    fn with_timeline(events: &[Value]) -> JoinedRoomUpdate {
+        let mut update = JoinedRoomUpdate::default();
+        for event in events {
+            let raw = Raw::new(event).expect("a JSON object").cast_unchecked();
+            update
+                .timeline
+                .events
+                .push(TimelineEvent::from_plaintext(raw));
+        }
+        update
+    }
+
+    fn event(kind: &str, state_key: Option<&str>) -> Value {
+        let mut event = json!({
+            "type": kind, "event_id": "$e", "sender": "@alice:hs",
+            "origin_server_ts": 1, "content": {},
+        });
+        if let Some(key) = state_key {
+            event["state_key"] = json!(key);
+        }
+        event
+    }
+
+    #[test]
+    fn messages_receipts_and_typing_leave_the_group_alone() {
+        let messages = with_timeline(&[
+            event("m.room.message", None),
+            event("m.room.encrypted", None),
+        ]);
+        assert!(!state_may_have_moved(&messages));
+        let mut ephemeral = JoinedRoomUpdate::default();
+        ephemeral.ephemeral.push(
+            Raw::new(&json!({"type": "m.typing", "content": {"user_ids": []}}))
+                .expect("a JSON object")
+                .cast_unchecked(),
+        );
+        assert!(!state_may_have_moved(&ephemeral));
+    }
+
+    #[test]
+    fn state_a_redaction_or_a_gap_re_reads_it() {
+        let in_timeline = with_timeline(&[
+            event("m.room.message", None),
+            event("m.room.member", Some("@bob:hs")),
+        ]);
+        assert!(state_may_have_moved(&in_timeline));
+        // An empty state key is a state event too (a group's marker).
+        assert!(state_may_have_moved(&with_timeline(&[event(
+            walkie_protocol::GROUP_EVENT_TYPE,
+            Some("")
+        )])));
+        assert!(state_may_have_moved(&with_timeline(&[event(
+            "m.room.redaction",
+            None
+        )])));
+        let after = JoinedRoomUpdate {
+            state: State::After(vec![Raw::new(&event("m.room.topic", Some("")))
+                .expect("a JSON object")
+                .cast_unchecked()]),
+            ..Default::default()
+        };
+        assert!(state_may_have_moved(&after));
+        let mut gap = with_timeline(&[event("m.room.message", None)]);
+        gap.timeline.limited = true;
+        assert!(state_may_have_moved(&gap));
+    }
 }
