@@ -72,7 +72,9 @@ done
 bench_wait_listening "$LISTENERS" 30
 # A warm-up talk is 3 s of silence (longer than the jitter window, so the
 # target it leaves as the next talk's hint is the link's); the measured talk
-# starts once every listener has saved it and seen its recording posted.
+# starts once every listener has saved it and is past its recording: alice
+# renews her consent after the talk posted it, and a listener re-reads the
+# group (`room_changed`) for that state event, not for the voice message.
 warmed() { # $1 = warm-up talks done: each listener saved them, then saw a room change
   local f
   for f in "$WORK"/listen*.jsonl; do
@@ -89,11 +91,13 @@ for w in $(seq 1 "$WARMUP"); do
   say "warm-up talk $w of $WARMUP (3 s of silence)"
   "$WALKIE" "${A[@]}" talk "$ROOM" --mic --no-cues --seconds 3 >"$WORK/warmup$w.jsonl" 2>"$WORK/warmup$w.err" \
     || { tail -n 20 "$WORK/warmup$w.err" >&2; die "warm-up talk failed (above)"; }
+  "$WALKIE" "${A[@]}" consent "$ROOM" --for 8h >/dev/null 2>"$WORK/renew$w.err" \
+    || { tail -n 20 "$WORK/renew$w.err" >&2; die "renewing alice's consent failed (above)"; }
   # 30 s, and a second more per listener: at 50 on two cores the
   # listeners' syncs alone take that long.
   deadline=$((SECONDS + 30 + LISTENERS))
   until warmed "$w" || ((SECONDS >= deadline)); do sleep 0.2; done
-  warmed "$w" || die "the listeners did not save warm-up talk $w and see its recording within $((30 + LISTENERS)) s"
+  warmed "$w" || die "the listeners did not save warm-up talk $w and see the state after its recording within $((30 + LISTENERS)) s"
 done
 if [[ -n $NOISE_DBFS ]]; then
   "$PY" "$BENCH_PULSE_TOOL" noise "$WORK/noise.wav" --seconds "$("$PY" -c "print($TALK_S + 15)")" --dbfs "$NOISE_DBFS"
